@@ -1,8 +1,83 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
-// newCSICommand returns the `volplug csi` command. (Placeholder: being written.)
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/volplug/volplug/internal/backend/local"
+	"github.com/volplug/volplug/internal/csi"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func newCSICommand() *cobra.Command {
-	return &cobra.Command{Use: "csi", Short: "not yet written"}
+	var (
+		opts        csi.Options
+		backendName string
+		endpoint    string
+		pool        string
+		mode        string
+	)
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "csi",
+		Short: "Serve a CSI driver (Identity, Controller, Node) over gRPC",
+		Long: `Serve a CSI driver. With --backend=local, every volume is a sparse disk image
+in --pool, attached to a loop device and formatted (ext4, xfs, btrfs) or
+published as a raw block device.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if backendName != "local" {
+				return fmt.Errorf("backend %q: only \"local\" exists so far", backendName)
+			}
+			if pool == "" {
+				return fmt.Errorf("--pool is required with --backend=local")
+			}
+			opts.Mode = csi.Mode(mode)
+			opts.Version = version
+			b, err := local.New(pool, opts.NodeID)
+			if err != nil {
+				return err
+			}
+			d, err := csi.New(opts, b)
+			if err != nil {
+				return err
+			}
+			l, err := csi.Listen(endpoint)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			err = d.Serve(ctx, l)
+			klog.Flush()
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&backendName, "backend", "local", "storage backend: local")
+	f.StringVar(&endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
+	f.StringVar(&opts.NodeID, "node-id", host, "this node's name")
+	f.StringVar(&pool, "pool", "", "directory that holds the disk images (local backend)")
+	f.StringVar(&opts.Name, "driver-name", "local.csi.volplug.io", "CSI driver name")
+	f.StringVar(&mode, "mode", "all", "services to serve: all, controller or node")
+	f.BoolVar(&opts.EnableAttach, "enable-attach", false, "advertise ControllerPublish and require it before NodeStage")
+	f.Int64Var(&opts.MaxVolumesPerNode, "max-volumes-per-node", 0, "most volumes attached to one node (0: no limit)")
+	addKlogFlags(cmd)
+	return cmd
+}
+
+// addKlogFlags exposes klog's -v and friends as --v etc.
+func addKlogFlags(cmd *cobra.Command) {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	cmd.Flags().AddGoFlagSet(fs)
 }

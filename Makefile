@@ -1,0 +1,41 @@
+# volplug: `make demo` and `make test` do all set-up on a fresh Debian machine
+# (as root); see README.md.
+GO      ?= go
+BIN     := bin/volplug
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# The suites share loop devices and the mount table; each package runs its
+# root tests on its own pool, so packages may run in parallel.
+TESTFLAGS ?= -race -count=1 -timeout 15m
+
+.PHONY: all build deps demo test unit bench vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/volplug
+
+deps:
+	@./scripts/install-deps.sh
+
+demo: deps build
+	./$(BIN) demo
+
+vet:
+	$(GO) vet ./...
+
+# Everything: unit tests, root tests on real loop devices and mounts, and the
+# csi-sanity conformance suite.
+test: deps vet
+	$(GO) test $(TESTFLAGS) ./...
+
+# Only what runs without root.
+unit:
+	$(GO) test -count=1 -short ./...
+
+bench: deps build
+	./$(BIN) bench
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
+
+clean:
+	rm -rf bin

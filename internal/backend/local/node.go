@@ -1,0 +1,231 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
+	"github.com/volplug/volplug/internal/mount"
+)
+
+// Stage attaches the image to a loop device and, for a filesystem volume,
+// formats it if (and only if) it is blank and mounts it at the staging path.
+// Everything Stage checks it reads from the kernel, so a repeat after a
+// crash or restart finds the work already done.
+func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err error) {
+	v, err := b.pool.readVolume(req.ID)
+	if err != nil {
+		return err
+	}
+	image := b.pool.image(req.ID)
+	if !req.Block {
+		if done, err := b.stagedAt(req.StagingPath, image); err != nil || done {
+			return err
+		}
+	}
+	dev, err := loop.Attach(image, loop.Options{DirectIO: true})
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", req.ID, err)
+	}
+	if req.Block {
+		return nil
+	}
+	defer func() {
+		if err != nil { // leave no loop device behind a failed stage
+			_ = loop.Detach(dev)
+		}
+	}()
+	fsType := req.FsType
+	if fsType == "" {
+		fsType = v.FsType
+	}
+	if fsType == "" {
+		fsType = "ext4"
+	}
+	if err := b.formatIfBlank(ctx, dev, image, fsType, req.ReadOnly); err != nil {
+		return fmt.Errorf("stage %s: %w", req.ID, err)
+	}
+	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
+		return fmt.Errorf("stage %s: %w", req.ID, err)
+	}
+	options := slices.Clone(req.MountFlags)
+	if req.ReadOnly {
+		options = append(options, "ro")
+	}
+	if fsType == "xfs" {
+		// Clones and restored snapshots carry their source's UUID, and the
+		// kernel refuses a second xfs with a UUID it has mounted already.
+		options = append(options, "nouuid")
+	}
+	if err := b.mount.Mount(dev, req.StagingPath, fsType, options); err != nil {
+		return fmt.Errorf("stage %s: %w", req.ID, err)
+	}
+	return nil
+}
+
+// stagedAt reports whether path already has image's loop device mounted, and
+// fails when something else is mounted there.
+func (b *Backend) stagedAt(path, image string) (bool, error) {
+	info, err := b.mount.Mounted(path)
+	if err != nil || info == nil {
+		return false, err
+	}
+	if backing, _ := loop.BackingFile(info.Source); backing == image {
+		return true, nil
+	}
+	return false, fmt.Errorf("%s has %s mounted: %w", path, info.Source, backend.ErrAlreadyExists)
+}
+
+// formatIfBlank formats dev unless it holds a filesystem. It refuses when
+// the filesystem is not the one asked for, and when blkid sees nothing but
+// the image has been written to: blkid failing to recognise data is not
+// proof that there is none.
+func (b *Backend) formatIfBlank(ctx context.Context, dev, image, fsType string, readOnly bool) error {
+	existing, err := b.mount.DiskFormat(dev)
+	if err != nil {
+		return err
+	}
+	switch {
+	case existing == fsType:
+		if readOnly {
+			return nil
+		}
+		return b.mount.Check(ctx, dev, fsType)
+	case existing != "":
+		return fmt.Errorf("the volume holds %s, not %s: %w", existing, fsType, backend.ErrPrecondition)
+	case readOnly:
+		return fmt.Errorf("a blank volume cannot be staged read-only: there is no filesystem to mount: %w", backend.ErrInvalid)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(image, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", image, err)
+	}
+	if st.Blocks != 0 {
+		return fmt.Errorf("the volume holds data but no filesystem blkid knows; refusing to format it: %w", backend.ErrPrecondition)
+	}
+	select {
+	case b.formatSem <- struct{}{}:
+		defer func() { <-b.formatSem }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.mount.Format(ctx, dev, fsType)
+}
+
+// Unstage unmounts the staging path and detaches the loop device. It only
+// touches a mount whose device is backed by this volume's image.
+func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	image := b.pool.image(id)
+	info, err := b.mount.Mounted(stagingPath)
+	if err != nil {
+		return err
+	}
+	if info != nil {
+		if backing, _ := loop.BackingFile(info.Source); backing != image {
+			return fmt.Errorf("%s has %s mounted, not volume %s: %w", stagingPath, info.Source, id, backend.ErrInvalid)
+		}
+		if err := b.mount.Unmount(stagingPath); err != nil {
+			return fmt.Errorf("unstage %s: %w", id, err)
+		}
+	}
+	if err := loop.DetachImage(image); err != nil {
+		return fmt.Errorf("unstage %s: %w", id, err)
+	}
+	return nil
+}
+
+// Publish bind-mounts the staged filesystem, or the loop device itself for a
+// block volume, at the target path, which it creates.
+func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) error {
+	if _, err := b.pool.readVolume(req.ID); err != nil {
+		return err
+	}
+	image := b.pool.image(req.ID)
+	dev, err := loop.Find(image)
+	if err != nil {
+		return err
+	}
+	if dev == "" {
+		return fmt.Errorf("volume %s is not staged: %w", req.ID, errNotStaged)
+	}
+	source := dev
+	if !req.Block {
+		staged, err := b.stagedAt(req.StagingPath, image)
+		if err != nil {
+			return err
+		}
+		if !staged {
+			return fmt.Errorf("volume %s is not staged at %s: %w", req.ID, req.StagingPath, errNotStaged)
+		}
+		source = req.StagingPath
+	}
+
+	users, err := mount.UsersOf(dev)
+	if err != nil {
+		return err
+	}
+	if info, ok := users[req.TargetPath]; ok {
+		if slices.Contains(strings.Split(info.Options, ","), "ro") != req.ReadOnly {
+			return fmt.Errorf("%s is already published with other options: %w", req.TargetPath, backend.ErrAlreadyExists)
+		}
+		return nil
+	}
+	if info, err := b.mount.Mounted(req.TargetPath); err != nil {
+		return err
+	} else if info != nil {
+		return fmt.Errorf("%s has %s mounted: %w", req.TargetPath, info.Source, backend.ErrAlreadyExists)
+	}
+	if req.SingleWriter {
+		delete(users, req.StagingPath)
+		for path := range users {
+			return fmt.Errorf("volume %s allows a single writer and is published at %s: %w", req.ID, path, backend.ErrPrecondition)
+		}
+	}
+
+	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o750); err != nil {
+		return fmt.Errorf("publish %s: %w", req.ID, err)
+	}
+	if req.Block {
+		err = mount.MakeFile(req.TargetPath)
+	} else if err = os.Mkdir(req.TargetPath, 0o750); errors.Is(err, os.ErrExist) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", req.ID, err)
+	}
+	if err := b.mount.Bind(source, req.TargetPath, req.ReadOnly); err != nil {
+		_ = os.Remove(req.TargetPath) // only removes what is empty: ours
+		return fmt.Errorf("publish %s: %w", req.ID, err)
+	}
+	return nil
+}
+
+// errNotStaged is a precondition failure: stage first.
+var errNotStaged = fmt.Errorf("not staged: %w", backend.ErrPrecondition)
+
+// Unpublish unmounts the target path and removes it. Removal uses
+// os.Remove, which refuses a directory that still has files: whatever is
+// there was not made by us and is left alone.
+func (b *Backend) Unpublish(ctx context.Context, id, targetPath string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := b.mount.Unmount(targetPath); err != nil {
+		return fmt.Errorf("unpublish %s: %w", id, err)
+	}
+	if err := os.Remove(targetPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpublish %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+// Package local is volplug's node-local backend: every volume is a sparse
+// disk image in a pool directory, attached to a loop device when staged, so
+// a volume is a real block device with a real size, like a cloud disk.
+//
+// Pool layout (every volume is one directory, so creating and deleting a
+// volume is one atomic rename):
+//
+//	<pool>/volumes/<id>/volume.json   metadata, replaced atomically
+//	<pool>/volumes/<id>/disk.img      the disk image
+//	<pool>/.tmp/                      volumes being made (cleared at start)
+//	<pool>/.trash/                    volumes being removed (cleared at start)
+package local
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/volplug/volplug/internal/backend"
+)
+
+const (
+	volumesDir = "volumes"
+	tmpDir     = ".tmp"
+	trashDir   = ".trash"
+	metaFile   = "volume.json"
+	imageFile  = "disk.img"
+)
+
+// validID is what an ID may look like: no slash and no leading dot, so
+// <pool>/volumes/<id> can never name anything outside the pool.
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// pool knows where things live and how to read and write metadata safely.
+type pool struct {
+	dir string
+}
+
+func openPool(dir string) (*pool, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s: %w", dir, err)
+	}
+	for _, d := range []string{volumesDir, tmpDir, trashDir} {
+		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+			return nil, fmt.Errorf("pool %s: %w", dir, err)
+		}
+	}
+	// Loop devices report their backing file by its real path; resolve the
+	// pool's symlinks once so Find can compare paths as strings.
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("pool %s: %w", dir, err)
+	}
+	p := &pool{dir: real}
+	// Half-made and half-removed volumes from a crash are finished off here.
+	for _, d := range []string{tmpDir, trashDir} {
+		entries, err := os.ReadDir(filepath.Join(real, d))
+		if err != nil {
+			return nil, fmt.Errorf("pool %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(real, d, e.Name())); err != nil {
+				return nil, fmt.Errorf("pool %s: clear %s: %w", dir, e.Name(), err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// volumeID is derived from the name, so a repeated CreateVolume finds its
+// volume by one stat, and a lock on the name is a lock on the ID.
+func volumeID(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return "vol-" + hex.EncodeToString(sum[:16])
+}
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("volume ID %q: must be 1-128 letters, digits, '.', '_' or '-', not starting with '.': %w", id, backend.ErrInvalid)
+	}
+	return nil
+}
+
+func (p *pool) volumeDir(id string) string { return filepath.Join(p.dir, volumesDir, id) }
+func (p *pool) image(id string) string     { return filepath.Join(p.volumeDir(id), imageFile) }
+
+// readVolume returns the volume's metadata, wrapping ErrNotFound when there
+// is no such volume.
+func (p *pool) readVolume(id string) (*backend.Volume, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(p.volumeDir(id), metaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("volume %s: %w", id, backend.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: read metadata: %w", id, err)
+	}
+	var v backend.Volume
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("volume %s: metadata is damaged: %w", id, err)
+	}
+	return &v, nil
+}
+
+// writeVolume replaces the metadata in dir atomically: a reader sees the old
+// file or the new one, never half of either, even across a power cut.
+func writeVolume(dir string, v *backend.Volume) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, metaFile), data)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := fmt.Sprintf("%s.%s.tmp", path, randomSuffix())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,304 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/volplug/volplug/internal/backend"
+)
+
+type controllerServer struct {
+	csi.UnimplementedControllerServer
+	d *Driver
+}
+
+// Storage-class parameters the driver understands. Keys under
+// csi.storage.k8s.io/ are the provisioner's own (PVC name, secrets) and
+// are ignored.
+const paramFsType = "fsType"
+
+func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	types := []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_GET_VOLUME,
+		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	if s.d.opts.EnableAttach {
+		types = append(types,
+			csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+			csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES)
+	}
+	caps := make([]*csi.ControllerServiceCapability, 0, len(types))
+	for _, t := range types {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	name := req.GetName()
+	if name == "" {
+		return nil, invalid("volume name is missing")
+	}
+	if len(name) > maxNameLen {
+		return nil, invalid("volume name is longer than %d bytes", maxNameLen)
+	}
+	capa, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshots, clones) are not supported yet")
+	}
+	params := map[string]string{}
+	for k, v := range req.GetParameters() {
+		switch {
+		case strings.HasPrefix(k, "csi.storage.k8s.io/"):
+		case k == paramFsType:
+			params[k] = v
+		default:
+			return nil, invalid("unknown parameter %q (known: %s)", k, paramFsType)
+		}
+	}
+	fsType := capa.fsType
+	if fsType == "" {
+		fsType = params[paramFsType]
+	}
+	if !s.reachable(req.GetAccessibilityRequirements()) {
+		return nil, status.Errorf(codes.ResourceExhausted, "volumes of this driver live on node %s, which the topology requirement excludes", s.d.opts.NodeID)
+	}
+	release, err := s.d.locks.acquire("name/" + name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	v, err := s.d.backend.CreateVolume(ctx, &backend.CreateRequest{
+		Name:       name,
+		MinSize:    req.GetCapacityRange().GetRequiredBytes(),
+		MaxSize:    req.GetCapacityRange().GetLimitBytes(),
+		FsType:     fsType,
+		Block:      capa.block,
+		Parameters: params,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.CreateVolumeResponse{Volume: s.csiVolume(v)}, nil
+}
+
+// reachable reports whether a topology requirement allows this node.
+func (s *controllerServer) reachable(req *csi.TopologyRequirement) bool {
+	if len(req.GetRequisite()) == 0 && len(req.GetPreferred()) == 0 {
+		return true
+	}
+	for _, t := range append(req.GetRequisite(), req.GetPreferred()...) {
+		if s.onThisNode(t) {
+			return true
+		}
+	}
+	return len(req.GetRequisite()) == 0
+}
+
+func (s *controllerServer) onThisNode(t *csi.Topology) bool {
+	node, ok := t.GetSegments()[TopologyKey]
+	return ok && node == s.d.opts.NodeID
+}
+
+func (s *controllerServer) csiVolume(v *backend.Volume) *csi.Volume {
+	ctx := map[string]string{"name": v.Name}
+	if v.FsType != "" {
+		ctx["fsType"] = v.FsType
+	}
+	return &csi.Volume{
+		VolumeId:           v.ID,
+		CapacityBytes:      v.Size,
+		VolumeContext:      ctx,
+		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: v.Node}}},
+	}
+}
+
+func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if err := s.d.backend.DeleteVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi.ControllerPublishVolumeRequest) (*csi.ControllerPublishVolumeResponse, error) {
+	if !s.d.opts.EnableAttach {
+		return nil, status.Error(codes.Unimplemented, "attach is off: start the driver with --enable-attach")
+	}
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if req.GetNodeId() == "" {
+		return nil, invalid("node ID is missing")
+	}
+	capa, err := checkCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, err
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if capa.block != v.Block {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %s was made for %s access", v.ID, accessName(v.Block))
+	}
+	if err := s.d.backend.Attach(ctx, v.ID, req.GetNodeId(), int(s.d.opts.MaxVolumesPerNode)); err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerPublishVolumeResponse{PublishContext: map[string]string{"attachedTo": req.GetNodeId()}}, nil
+}
+
+func accessName(block bool) string {
+	if block {
+		return "block"
+	}
+	return "mount"
+}
+
+func (s *controllerServer) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
+	if !s.d.opts.EnableAttach {
+		return nil, status.Error(codes.Unimplemented, "attach is off: start the driver with --enable-attach")
+	}
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	err = s.d.backend.Detach(ctx, req.GetVolumeId(), req.GetNodeId())
+	if err != nil && !errors.Is(err, backend.ErrNotFound) { // detaching what is gone succeeds
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerUnpublishVolumeResponse{}, nil
+}
+
+func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalid("volume capabilities are missing")
+	}
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	capa, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
+	}
+	if capa.block != v.Block || (capa.fsType != "" && capa.fsType != v.FsType) {
+		return &csi.ValidateVolumeCapabilitiesResponse{
+			Message: "volume " + v.ID + " is " + accessName(v.Block) + " " + v.FsType}, nil
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+	}}, nil
+}
+
+func (s *controllerServer) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, invalid("max_entries must not be negative")
+	}
+	all, err := s.d.backend.ListVolumes(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
+	if err != nil {
+		return nil, err
+	}
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, v := range page {
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{
+			Volume: s.csiVolume(v),
+			Status: &csi.ListVolumesResponse_VolumeStatus{PublishedNodeIds: v.AttachedTo},
+		})
+	}
+	return resp, nil
+}
+
+// paginate cuts a list sorted by key into a page. A token names the key of
+// the first entry of the next page, so deleting listed entries between
+// calls never makes the next page skip or repeat one.
+func paginate[T any](all []T, key func(T) string, token string, max int) ([]T, string, error) {
+	start := 0
+	if token != "" {
+		after, ok := strings.CutPrefix(token, tokenPrefix)
+		if !ok {
+			return nil, "", status.Errorf(codes.Aborted, "starting token %q did not come from this driver", token)
+		}
+		start = sort.Search(len(all), func(i int) bool { return key(all[i]) >= after })
+	}
+	end := len(all)
+	if max > 0 && start+max < end {
+		end = start + max
+	}
+	next := ""
+	if end < len(all) {
+		next = tokenPrefix + key(all[end])
+	}
+	return all[start:end], next, nil
+}
+
+const tokenPrefix = "next:"
+
+func (s *controllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if t := req.GetAccessibleTopology(); t != nil && !s.onThisNode(t) {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	for _, c := range req.GetVolumeCapabilities() {
+		if _, err := checkCapability(c); err != nil {
+			return &csi.GetCapacityResponse{}, nil // no room for what cannot be made
+		}
+	}
+	free, err := s.d.backend.Capacity(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: free}, nil
+}
+
+func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerGetVolumeResponse{
+		Volume: s.csiVolume(v),
+		Status: &csi.ControllerGetVolumeResponse_VolumeStatus{PublishedNodeIds: v.AttachedTo},
+	}, nil
+}

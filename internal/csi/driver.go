@@ -1,0 +1,74 @@
+// Package csi serves the Container Storage Interface over gRPC on top of any
+// volplug backend. This layer does three things and no storage: it
+// validates requests, takes the per-volume lock, and maps backend errors to
+// gRPC codes, once, at the boundary.
+package csi
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/volplug/volplug/internal/backend"
+)
+
+// TopologyKey names the node that holds a volume's data.
+const TopologyKey = "topology.volplug.io/node"
+
+// Mode selects which CSI services a process serves.
+type Mode string
+
+const (
+	ModeAll        Mode = "all"
+	ModeController Mode = "controller"
+	ModeNode       Mode = "node"
+)
+
+// Options configure a Driver.
+type Options struct {
+	Name    string // e.g. local.csi.volplug.io
+	Version string
+	NodeID  string
+	Mode    Mode
+	// EnableAttach makes the driver advertise and require ControllerPublish:
+	// a volume must be attached to a node before that node stages it.
+	EnableAttach bool
+	// MaxVolumesPerNode caps attached volumes per node (0: no cap).
+	MaxVolumesPerNode int64
+}
+
+// driverName is the rule csi-sanity and Kubernetes apply to driver names.
+var driverName = regexp.MustCompile(`^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$`)
+
+// Driver implements the CSI Identity, Controller and Node services.
+type Driver struct {
+	opts    Options
+	backend backend.Backend
+	locks   *keyLocks
+}
+
+// New checks the options and returns a Driver over b.
+func New(opts Options, b backend.Backend) (*Driver, error) {
+	if !driverName.MatchString(opts.Name) {
+		return nil, fmt.Errorf("driver name %q: must match %s", opts.Name, driverName)
+	}
+	switch opts.Mode {
+	case "":
+		opts.Mode = ModeAll
+	case ModeAll, ModeController, ModeNode:
+	default:
+		return nil, fmt.Errorf("mode %q: use all, controller or node", opts.Mode)
+	}
+	if opts.NodeID == "" && opts.Mode != ModeController {
+		return nil, fmt.Errorf("a node ID is required in mode %s", opts.Mode)
+	}
+	if opts.MaxVolumesPerNode < 0 {
+		return nil, fmt.Errorf("max volumes per node %d: must not be negative", opts.MaxVolumesPerNode)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	return &Driver{opts: opts, backend: b, locks: newKeyLocks()}, nil
+}
+
+func (d *Driver) servesController() bool { return d.opts.Mode != ModeNode }
+func (d *Driver) servesNode() bool       { return d.opts.Mode != ModeController }

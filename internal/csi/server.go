@@ -1,0 +1,122 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+)
+
+// Listen opens the endpoint: unix:///path/csi.sock (or a bare path) or
+// tcp://host:port. A stale socket file from an earlier run is removed, but
+// only if it is a socket: Listen never deletes a file it did not make.
+func Listen(endpoint string) (net.Listener, error) {
+	network, addr, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil {
+			if fi.Mode()&os.ModeSocket == 0 {
+				return nil, fmt.Errorf("endpoint %s exists and is not a socket", addr)
+			}
+			if err := os.Remove(addr); err != nil {
+				return nil, fmt.Errorf("remove stale socket: %w", err)
+			}
+		}
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", endpoint, err)
+	}
+	return l, nil
+}
+
+// ParseEndpoint splits a CSI endpoint into a network and an address.
+func ParseEndpoint(endpoint string) (network, addr string, err error) {
+	if strings.HasPrefix(endpoint, "/") {
+		return "unix", endpoint, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", "", fmt.Errorf("endpoint %q: %w", endpoint, err)
+	}
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if u.Host != "" { // unix://relative/path
+			path = u.Host + u.Path
+		}
+		if path == "" {
+			return "", "", fmt.Errorf("endpoint %q has no socket path", endpoint)
+		}
+		return "unix", path, nil
+	case "tcp":
+		if u.Host == "" {
+			return "", "", fmt.Errorf("endpoint %q has no host:port", endpoint)
+		}
+		return "tcp", u.Host, nil
+	}
+	return "", "", fmt.Errorf("endpoint %q: use unix:///path or tcp://host:port", endpoint)
+}
+
+// Serve serves the driver's services on l until ctx is cancelled, then
+// stops gracefully: calls in flight finish (up to 30 s), so no half-done
+// mount is left behind by a stop.
+func (d *Driver) Serve(ctx context.Context, l net.Listener) error {
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+	csi.RegisterIdentityServer(srv, &identityServer{d: d})
+	if d.servesController() {
+		csi.RegisterControllerServer(srv, &controllerServer{d: d})
+	}
+	if d.servesNode() {
+		csi.RegisterNodeServer(srv, &nodeServer{d: d})
+	}
+	klog.InfoS("serving CSI", "driver", d.opts.Name, "mode", d.opts.Mode, "node", d.opts.NodeID,
+		"endpoint", l.Addr().String(), "attach", d.opts.EnableAttach)
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		srv.Stop()
+	}
+	if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// logCalls logs every call with its duration, and every error; requests are
+// logged with their secrets stripped (protosanitizer), so secrets never reach
+// a log.
+func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	klog.V(4).InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	resp, err := handler(ctx, req)
+	if err != nil {
+		klog.ErrorS(nil, "call failed", "method", info.FullMethod, "code", status.Code(err),
+			"error", status.Convert(err).Message(), "duration", time.Since(start))
+	} else {
+		klog.V(2).InfoS("call done", "method", info.FullMethod, "duration", time.Since(start))
+	}
+	return resp, err
+}

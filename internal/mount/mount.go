@@ -1,0 +1,226 @@
+// Package mount formats, mounts and unmounts. It is the one place in volplug
+// that changes the mount table. It leans on k8s.io/mount-utils for what that
+// library does well (mount-point checks that survive corrupted mounts, disk
+// format detection, mount(8) option handling) and adds the rules volplug
+// needs on top: never format a device that holds anything, format without
+// discards, and read the kernel's mount table rather than trust memory.
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+	mountutils "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
+)
+
+// Mounter does every mount-table operation of volplug.
+type Mounter struct {
+	safe *mountutils.SafeFormatAndMount
+}
+
+// New returns a Mounter that runs the system's mount tools.
+func New() *Mounter {
+	return &Mounter{safe: &mountutils.SafeFormatAndMount{
+		Interface: mountutils.NewWithoutSystemd(""),
+		Exec:      utilexec.New(),
+	}}
+}
+
+// ErrNotBlank is returned by Format when the device already holds data.
+var ErrNotBlank = errors.New("device is not blank")
+
+// DiskFormat returns the filesystem on dev, "" when blkid finds nothing, and
+// a non-empty description for anything else it recognises (a partition
+// table, for instance).
+func (m *Mounter) DiskFormat(dev string) (string, error) {
+	format, err := m.safe.GetDiskFormat(dev)
+	if err != nil {
+		return "", fmt.Errorf("detect filesystem on %s: %w", dev, err)
+	}
+	return format, nil
+}
+
+// mkfsArgs are the options per filesystem. None of them forces: mkfs.xfs and
+// mkfs.btrfs refuse a device with a signature on it, which is one more guard
+// against formatting over data. Discards are skipped because the image
+// behind a fresh loop device is already sparse.
+var mkfsArgs = map[string][]string{
+	"ext4":  {"-q", "-m0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"},
+	"ext3":  {"-q", "-m0", "-E", "nodiscard"},
+	"xfs":   {"-q", "-K"},
+	"btrfs": {"-q", "-K"},
+}
+
+// Supported reports whether volplug can format fstype.
+func Supported(fstype string) bool {
+	_, ok := mkfsArgs[fstype]
+	return ok
+}
+
+// Format puts a new fstype filesystem on dev, but only when blkid finds the
+// device blank; otherwise it returns ErrNotBlank and touches nothing.
+func (m *Mounter) Format(ctx context.Context, dev, fstype string) error {
+	args, ok := mkfsArgs[fstype]
+	if !ok {
+		return fmt.Errorf("unsupported filesystem %q", fstype)
+	}
+	existing, err := m.DiskFormat(dev)
+	if err != nil {
+		return err
+	}
+	if existing != "" {
+		return fmt.Errorf("format %s as %s: it holds %s: %w", dev, fstype, existing, ErrNotBlank)
+	}
+	cmd := exec.CommandContext(ctx, "mkfs."+fstype, append(append([]string{}, args...), dev)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.%s %s: %w: %s", fstype, dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Check repairs what fsck can repair without asking, for ext filesystems;
+// other filesystems check themselves when mounted. It fails only when fsck
+// reports errors it could not correct.
+func (m *Mounter) Check(ctx context.Context, dev, fstype string) error {
+	if !strings.HasPrefix(fstype, "ext") {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, "fsck."+fstype, "-p", dev).CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() < 4 {
+		return nil // 1: errors corrected, 2: corrected, reboot advised
+	}
+	if err != nil {
+		return fmt.Errorf("fsck.%s %s: %w: %s", fstype, dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Mount mounts a filesystem through mount(8), which understands every
+// option a user can put in mountOptions.
+func (m *Mounter) Mount(source, target, fstype string, options []string) error {
+	if err := m.safe.Mount(source, target, fstype, options); err != nil {
+		return fmt.Errorf("mount %s at %s: %w", source, target, err)
+	}
+	return nil
+}
+
+// Bind bind-mounts source (a directory or a device node) at target, read-only
+// when asked. A read-only bind takes a second, remounting call: the kernel
+// ignores MS_RDONLY on the first.
+func (m *Mounter) Bind(source, target string, readOnly bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", source, target, err)
+	}
+	if readOnly {
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
+		if err := unix.Mount("", target, "", flags, ""); err != nil {
+			_ = unix.Unmount(target, 0)
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
+// Unmount unmounts whatever is mounted at target, including a mount whose
+// backing device or FUSE daemon is gone (ENOTCONN, ENODEV, EIO: the kernel
+// still lets us unmount it). Unmounting a path that is not mounted, or does
+// not exist, succeeds.
+func (m *Mounter) Unmount(target string) error {
+	for i := 0; i < 8; i++ { // stacked mounts come off one at a time
+		mounted, err := m.safe.IsMountPoint(target)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil && !mountutils.IsCorruptedMnt(err) {
+			return fmt.Errorf("check mount at %s: %w", target, err)
+		}
+		if err == nil && !mounted {
+			return nil
+		}
+		if err := unix.Unmount(target, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("unmount %s: %w", target, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: still mounted after 8 unmounts", target)
+}
+
+// Info describes one entry of the kernel's mount table.
+type Info = mountinfo.Info
+
+// Mounted returns the top mount at path, or nil when path is not a mount
+// point. It reads /proc/self/mountinfo, the kernel's own account.
+func (m *Mounter) Mounted(path string) (*Info, error) {
+	clean := filepath.Clean(path)
+	if real, err := filepath.EvalSymlinks(clean); err == nil {
+		clean = real
+	}
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(clean))
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	if len(infos) == 0 {
+		return nil, nil
+	}
+	return infos[len(infos)-1], nil
+}
+
+// MountsUnder lists every mount point below dir; tests and teardown use it to
+// prove nothing was left behind.
+func MountsUnder(dir string) ([]string, error) {
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	var out []string
+	for _, i := range infos {
+		out = append(out, i.Mountpoint)
+	}
+	return out, nil
+}
+
+// MakeFile creates an empty file at path (the target of a block volume's
+// bind mount) unless something is there already.
+func MakeFile(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY|unix.O_CLOEXEC, 0o640)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// UsersOf returns the mounts that expose device dev, keyed by mount point:
+// filesystems mounted from it, bind mounts of those, and bind mounts of the
+// device node itself (a raw block volume's publish). The kernel's mount
+// table is the only record of where a volume is published.
+func UsersOf(dev string) (map[string]*Info, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", dev, err)
+	}
+	major, minor := int(unix.Major(st.Rdev)), int(unix.Minor(st.Rdev))
+	node := "/" + filepath.Base(dev) // a device node bind shows its path in devtmpfs as Root
+	infos, err := mountinfo.GetMounts(func(i *Info) (skip, stop bool) {
+		// btrfs reports an anonymous device number, so match the source too.
+		fromDev := i.Source == dev || (i.Major == major && i.Minor == minor)
+		nodeBind := i.FSType == "devtmpfs" && i.Root == node
+		return !fromDev && !nodeBind, false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	out := make(map[string]*Info, len(infos))
+	for _, i := range infos {
+		out[i.Mountpoint] = i
+	}
+	return out, nil
+}

@@ -1,0 +1,65 @@
+// Package testutil holds what tests of real mounts and devices share.
+package testutil
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/volplug/volplug/internal/loop"
+	"github.com/volplug/volplug/internal/mount"
+)
+
+// RequireRoot skips a test that needs root, except under CI (CI=true), where
+// a test that cannot run is a failure: CI runs as root, so a skip there would
+// hide a broken set-up.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (CI=true, so it may not be skipped)")
+	}
+	t.Skip("needs root: real loop devices and mounts")
+}
+
+// CheckClean fails the test when a mount point or an attached loop device
+// remains under dir: every path of the driver must leave nothing behind.
+func CheckClean(t testing.TB, dir string) {
+	t.Helper()
+	mounts, err := mount.MountsUnder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		t.Errorf("mount left behind: %s", m)
+	}
+	devs, err := loop.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dev, file := range devs {
+		if rel, err := filepath.Rel(dir, file); err == nil && filepath.IsLocal(rel) {
+			t.Errorf("loop device %s left attached to %s", dev, file)
+		}
+	}
+}
+
+// Cleanup tears down whatever a failed test left under dir (mounts first,
+// deepest first, then loop devices), so one failure does not leak into the
+// machine. Register it with t.Cleanup before CheckClean runs.
+func Cleanup(dir string) {
+	mounts, _ := mount.MountsUnder(dir)
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = unix.Unmount(mounts[i], unix.MNT_DETACH)
+	}
+	devs, _ := loop.Devices()
+	for dev, file := range devs {
+		if rel, err := filepath.Rel(dir, file); err == nil && filepath.IsLocal(rel) {
+			_ = loop.Detach(dev)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system tools volplug's demo and tests use, and only those that
+# are missing, so running it again is cheap. Debian/Ubuntu, as root.
+set -euo pipefail
+
+# command -> Debian package that provides it
+declare -A need=(
+  [mkfs.ext4]=e2fsprogs
+  [mkfs.xfs]=xfsprogs
+  [mkfs.btrfs]=btrfs-progs
+  [blkid]=util-linux
+  [losetup]=util-linux
+  [mount]=mount
+)
+
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages ${missing[*]}; run as root to install them" >&2
+  exit 1
+fi
+mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "install-deps: installing ${pkgs[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null

@@ -1,0 +1,88 @@
+// Package sanity runs the official CSI conformance suite (csi-test's
+// csi-sanity) against the real driver over a unix socket: real disk images,
+// loop devices and mounts. It needs root.
+package sanity
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+
+	"github.com/volplug/volplug/internal/backend/local"
+	"github.com/volplug/volplug/internal/csi"
+	"github.com/volplug/volplug/internal/testutil"
+)
+
+// variant is one way to run the driver; the suite runs once per variant.
+type variant struct {
+	name       string
+	accessType string // mount or block
+	attach     bool
+	maxPerNode int64
+}
+
+var variants = []variant{
+	{name: "mount, attach", accessType: "mount", attach: true, maxPerNode: 4},
+	{name: "mount, no attach", accessType: "mount"},
+	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
+	{name: "block, no attach", accessType: "block"},
+}
+
+func TestSanity(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	for i, v := range variants {
+		base := filepath.Join(dir, string(rune('a'+i)))
+		addr := startDriver(t, base, v)
+		cfg := sanity.NewTestConfig()
+		cfg.Address = addr
+		cfg.TargetPath = filepath.Join(base, "target")
+		cfg.StagingPath = filepath.Join(base, "staging")
+		// Big enough for every filesystem's minimum, small enough that the
+		// volumes sanity keeps at once fit this machine's disk.
+		cfg.TestVolumeSize = 512 * local.MiB
+		cfg.TestVolumeAccessType = v.accessType
+		cfg.TestNodeVolumeAttachLimit = v.maxPerNode > 0
+		cfg.IdempotentCount = 3
+		Describe(v.name, func() { sanity.GinkgoTest(&cfg) })
+	}
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "csi-sanity on volplug local")
+
+	testutil.CheckClean(t, dir)
+}
+
+func startDriver(t *testing.T, base string, v variant) string {
+	b, err := local.New(filepath.Join(base, "pool"), "sanity-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := csi.New(csi.Options{
+		Name: "local.csi.volplug.io", NodeID: "sanity-node",
+		EnableAttach: v.attach, MaxVolumesPerNode: v.maxPerNode,
+	}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(base, "csi.sock")
+	l, err := csi.Listen("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "unix://" + sock
+}
