@@ -45,6 +45,79 @@ type Volume struct {
 	// AttachedTo lists the nodes the volume is attached to (ControllerPublish).
 	AttachedTo []string  `json:"attachedTo,omitempty"`
 	Created    time.Time `json:"created"`
+	// Source is the snapshot or volume the volume was made from, if any.
+	Source string `json:"source,omitempty"`
+	// Ephemeral volumes live and die with one pod (CSI inline volumes).
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// ResizePending is set when the disk grew while the filesystem on it
+	// has not yet: the next stage or node expansion grows it.
+	ResizePending bool `json:"resizePending,omitempty"`
+	// Shared is set once the image shares blocks with a snapshot or clone
+	// (reflink): overwriting them takes new space, so all of Size is
+	// counted as promised.
+	Shared bool `json:"shared,omitempty"`
+}
+
+// Snapshot is a point-in-time copy of a volume.
+type Snapshot struct {
+	ID             string    `json:"id"`
+	Name           string    `json:"name"`
+	SourceVolumeID string    `json:"sourceVolumeID"`
+	Size           int64     `json:"size"`
+	FsType         string    `json:"fsType,omitempty"`
+	Block          bool      `json:"block,omitempty"`
+	GroupID        string    `json:"groupID,omitempty"`
+	Created        time.Time `json:"created"`
+}
+
+// GroupSnapshot is a set of snapshots taken at one instant.
+type GroupSnapshot struct {
+	ID        string      `json:"id"`
+	Name      string      `json:"name"`
+	Snapshots []*Snapshot `json:"-"`
+	// SnapshotIDs are the members, in the order of the source volumes.
+	SnapshotIDs []string  `json:"snapshotIDs"`
+	Created     time.Time `json:"created"`
+}
+
+// Stats is what a mounted (or raw) volume holds.
+type Stats struct {
+	Block                               bool
+	TotalBytes, UsedBytes, AvailBytes   int64
+	TotalInodes, UsedInodes, FreeInodes int64
+}
+
+// Health is a volume's condition; Problems is empty when all is well.
+type Health struct {
+	Problems []Problem
+}
+
+// Problem is one thing wrong with a volume.
+type Problem struct {
+	Kind    ProblemKind
+	Message string
+}
+
+// ProblemKind says how bad a problem is.
+type ProblemKind string
+
+const (
+	Degraded     ProblemKind = "degraded"     // usable, but not as it should be
+	Inaccessible ProblemKind = "inaccessible" // cannot be used now
+	DataLoss     ProblemKind = "data-loss"    // data is gone or damaged
+)
+
+// Capabilities says which optional features a backend really has, so the
+// front doors advertise nothing they cannot do.
+type Capabilities struct {
+	Snapshots      bool
+	GroupSnapshots bool
+	Clones         bool
+	Expansion      bool
+	Stats          bool
+	Health         bool
+	Block          bool
+	Ephemeral      bool
 }
 
 // CreateRequest asks for a new volume. Size limits are already resolved
@@ -56,6 +129,10 @@ type CreateRequest struct {
 	FsType     string
 	Block      bool
 	Parameters map[string]string
+	// SourceSnapshot or SourceVolume make the volume a copy of another.
+	SourceSnapshot string
+	SourceVolume   string
+	Ephemeral      bool
 }
 
 // StageRequest prepares a volume on this node (attach, format, mount).
@@ -92,6 +169,20 @@ type Controller interface {
 	// ErrLimit when node already has maxPerNode volumes (0: no limit).
 	Attach(ctx context.Context, id, node string, maxPerNode int) error
 	Detach(ctx context.Context, id, node string) error
+	// ExpandVolume grows the volume to at least size and returns its new
+	// size, and whether its filesystem must still be grown on the node.
+	ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error)
+	// VolumeHealth checks what the controller can see of a volume.
+	VolumeHealth(ctx context.Context, id string) (*Health, error)
+
+	CreateSnapshot(ctx context.Context, name, sourceID string) (*Snapshot, error)
+	DeleteSnapshot(ctx context.Context, id string) error
+	GetSnapshot(ctx context.Context, id string) (*Snapshot, error)
+	// ListSnapshots returns every snapshot, sorted by ID.
+	ListSnapshots(ctx context.Context) ([]*Snapshot, error)
+	CreateGroupSnapshot(ctx context.Context, name string, sourceIDs []string) (*GroupSnapshot, error)
+	DeleteGroupSnapshot(ctx context.Context, id string) error
+	GetGroupSnapshot(ctx context.Context, id string) (*GroupSnapshot, error)
 }
 
 // Node stages and publishes volumes on the node it runs on.
@@ -100,10 +191,22 @@ type Node interface {
 	Unstage(ctx context.Context, id, stagingPath string) error
 	Publish(ctx context.Context, req *PublishRequest) error
 	Unpublish(ctx context.Context, id, targetPath string) error
+	// ExpandFilesystem grows what is at path (a staging or target path) to
+	// the size of the volume's disk and returns that size.
+	ExpandFilesystem(ctx context.Context, id, path string) (int64, error)
+	// Stats reports the volume mounted (or published) at path.
+	Stats(ctx context.Context, id, path string) (*Stats, error)
+	// NodeHealth checks the volume as this node sees it.
+	NodeHealth(ctx context.Context, id string) (*Health, error)
+	// VolumeAt names the volume published or staged at path ("" if none).
+	VolumeAt(ctx context.Context, path string) (string, error)
+	// StorageHealth checks the storage behind every volume of the node.
+	StorageHealth(ctx context.Context) (*Health, error)
 }
 
 // Backend is both halves; `--mode` decides which the CSI layer serves.
 type Backend interface {
 	Controller
 	Node
+	Capabilities() Capabilities
 }

@@ -36,6 +36,24 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 			csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
 			csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES)
 	}
+	bc := s.d.backend.Capabilities()
+	if bc.Snapshots {
+		types = append(types,
+			csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+			csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+			csi.ControllerServiceCapability_RPC_GET_SNAPSHOT)
+	}
+	if bc.Clones {
+		types = append(types, csi.ControllerServiceCapability_RPC_CLONE_VOLUME)
+	}
+	if bc.Expansion {
+		types = append(types, csi.ControllerServiceCapability_RPC_EXPAND_VOLUME)
+	}
+	if bc.Health {
+		types = append(types,
+			csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+			csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH)
+	}
 	caps := make([]*csi.ControllerServiceCapability, 0, len(types))
 	for _, t := range types {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
@@ -56,8 +74,13 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if err != nil {
 		return nil, err
 	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshots, clones) are not supported yet")
+	srcSnap := req.GetVolumeContentSource().GetSnapshot().GetSnapshotId()
+	srcVol := req.GetVolumeContentSource().GetVolume().GetVolumeId()
+	if src := req.GetVolumeContentSource(); src != nil && srcSnap == "" && srcVol == "" {
+		return nil, invalid("volume content source names neither a snapshot nor a volume")
+	}
+	if bc := s.d.backend.Capabilities(); (srcSnap != "" && !bc.Snapshots) || (srcVol != "" && !bc.Clones) {
+		return nil, status.Error(codes.InvalidArgument, "this backend cannot copy volumes or snapshots")
 	}
 	params := map[string]string{}
 	for k, v := range req.GetParameters() {
@@ -83,17 +106,27 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	defer release()
 
 	v, err := s.d.backend.CreateVolume(ctx, &backend.CreateRequest{
-		Name:       name,
-		MinSize:    req.GetCapacityRange().GetRequiredBytes(),
-		MaxSize:    req.GetCapacityRange().GetLimitBytes(),
-		FsType:     fsType,
-		Block:      capa.block,
-		Parameters: params,
+		Name:           name,
+		MinSize:        req.GetCapacityRange().GetRequiredBytes(),
+		MaxSize:        req.GetCapacityRange().GetLimitBytes(),
+		FsType:         fsType,
+		Block:          capa.block,
+		Parameters:     params,
+		SourceSnapshot: srcSnap,
+		SourceVolume:   srcVol,
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &csi.CreateVolumeResponse{Volume: s.csiVolume(v)}, nil
+	vol := s.csiVolume(v)
+	if srcSnap != "" {
+		vol.ContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+			Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: srcSnap}}}
+	} else if srcVol != "" {
+		vol.ContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+			Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: srcVol}}}
+	}
+	return &csi.CreateVolumeResponse{Volume: vol}, nil
 }
 
 // reachable reports whether a topology requirement allows this node.
@@ -301,4 +334,82 @@ func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.Con
 		Volume: s.csiVolume(v),
 		Status: &csi.ControllerGetVolumeResponse_VolumeStatus{PublishedNodeIds: v.AttachedTo},
 	}, nil
+}
+
+func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, invalid("capacity range is missing")
+	}
+	size := req.GetCapacityRange().GetRequiredBytes()
+	if limit := req.GetCapacityRange().GetLimitBytes(); limit > 0 && size > limit {
+		return nil, status.Errorf(codes.OutOfRange, "required %d is above the limit %d", size, limit)
+	}
+	if !s.d.backend.Capabilities().Expansion {
+		return nil, status.Error(codes.Unimplemented, "this backend cannot expand volumes")
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	got, nodeToo, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), size)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: got, NodeExpansionRequired: nodeToo}, nil
+}
+
+func (s *controllerServer) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	h, err := s.d.backend.VolumeHealth(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: csiHealth(req.GetVolumeId(), h)}, nil
+}
+
+func (s *controllerServer) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, invalid("max_entries must not be negative")
+	}
+	all, err := s.d.backend.ListVolumes(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
+	if err != nil {
+		return nil, err
+	}
+	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
+	for _, v := range page {
+		h, err := s.d.backend.VolumeHealth(ctx, v.ID)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Entries = append(resp.Entries, csiHealth(v.ID, h))
+	}
+	return resp, nil
+}
+
+// csiHealth maps a backend's problems to CSI's health entries.
+func csiHealth(id string, h *backend.Health) *csi.VolumeHealth {
+	kinds := map[backend.ProblemKind]csi.VolumeHealthErrorType{
+		backend.Degraded:     csi.VolumeHealthErrorType_DEGRADED,
+		backend.Inaccessible: csi.VolumeHealthErrorType_INACCESSIBLE,
+		backend.DataLoss:     csi.VolumeHealthErrorType_DATA_LOSS,
+	}
+	out := &csi.VolumeHealth{VolumeId: id}
+	for _, p := range h.Problems {
+		out.HealthStatuses = append(out.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+			Status: kinds[p.Kind], Reason: string(p.Kind), Message: p.Message})
+	}
+	return out
 }

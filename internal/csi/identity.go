@@ -24,6 +24,17 @@ func (s *identityServer) GetPluginCapabilities(ctx context.Context, req *csi.Get
 	caps := []*csi.PluginCapability{service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS)}
 	if s.d.servesController() {
 		caps = append(caps, service(csi.PluginCapability_Service_CONTROLLER_SERVICE))
+		if s.d.backend.Capabilities().GroupSnapshots {
+			caps = append(caps, service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE))
+		}
+	}
+	if s.d.backend.Capabilities().Snapshots {
+		// A snapshot lives in the pool of the node that took it.
+		caps = append(caps, service(csi.PluginCapability_Service_SNAPSHOT_ACCESSIBILITY_CONSTRAINTS))
+	}
+	if s.d.backend.Capabilities().Expansion {
+		caps = append(caps, &csi.PluginCapability{Type: &csi.PluginCapability_VolumeExpansion_{
+			VolumeExpansion: &csi.PluginCapability_VolumeExpansion{Type: csi.PluginCapability_VolumeExpansion_ONLINE}}})
 	}
 	return &csi.GetPluginCapabilitiesResponse{Capabilities: caps}, nil
 }

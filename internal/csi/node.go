@@ -29,6 +29,18 @@ func (s *nodeServer) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCa
 		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
 	}
+	bc := s.d.backend.Capabilities()
+	if bc.Stats {
+		types = append(types, csi.NodeServiceCapability_RPC_GET_VOLUME_STATS)
+	}
+	if bc.Expansion {
+		types = append(types, csi.NodeServiceCapability_RPC_EXPAND_VOLUME)
+	}
+	if bc.Health {
+		types = append(types,
+			csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+			csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH)
+	}
 	caps := make([]*csi.NodeServiceCapability, 0, len(types))
 	for _, t := range types {
 		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
@@ -115,18 +127,24 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	if err != nil {
 		return nil, err
 	}
-	if req.GetStagingTargetPath() == "" {
+	ephemeral := req.GetVolumeContext()[ephemeralKey] == "true"
+	if req.GetStagingTargetPath() == "" && !ephemeral {
 		return nil, status.Error(codes.FailedPrecondition, "staging target path is missing: this driver stages volumes (NodeStageVolume) before publishing them")
 	}
-	staging, err := checkPath("staging target path", req.GetStagingTargetPath())
-	if err != nil {
-		return nil, err
+	var staging string
+	if !ephemeral {
+		if staging, err = checkPath("staging target path", req.GetStagingTargetPath()); err != nil {
+			return nil, err
+		}
 	}
 	release, err := s.d.locks.acquire(req.GetVolumeId())
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	if req.GetVolumeContext()[ephemeralKey] == "true" {
+		return s.publishEphemeral(ctx, req, target, capa)
+	}
 	err = s.d.backend.Publish(ctx, &backend.PublishRequest{
 		ID:           req.GetVolumeId(),
 		StagingPath:  staging,
@@ -154,8 +172,89 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		return nil, err
 	}
 	defer release()
+	// The kernel says which volume is at the target. An ephemeral volume
+	// is known to the CO by its own handle, not ours: find it this way and
+	// remove it with its pod.
+	at, err := s.d.backend.VolumeAt(ctx, target)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if at != "" && at != req.GetVolumeId() {
+		v, err := s.d.backend.GetVolume(ctx, at)
+		if err != nil || !v.Ephemeral || v.Name != req.GetVolumeId() {
+			return nil, invalid("%s holds volume %s, not %s", target, at, req.GetVolumeId())
+		}
+		return &csi.NodeUnpublishVolumeResponse{}, toStatus(s.removeEphemeral(ctx, at, target))
+	}
 	if err := s.d.backend.Unpublish(ctx, req.GetVolumeId(), target); err != nil {
 		return nil, toStatus(err)
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+func (s *nodeServer) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	path, err := checkVolumePath(req.GetVolumePath())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.d.backend.Stats(ctx, req.GetVolumeId(), path)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	usage := []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: st.TotalBytes, Used: st.UsedBytes, Available: st.AvailBytes}}
+	if !st.Block {
+		usage = append(usage, &csi.VolumeUsage{Unit: csi.VolumeUsage_INODES, Total: st.TotalInodes, Used: st.UsedInodes, Available: st.FreeInodes})
+	}
+	return &csi.NodeGetVolumeStatsResponse{Usage: usage}, nil
+}
+
+func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	path, err := checkVolumePath(req.GetVolumePath())
+	if err != nil {
+		return nil, err
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	size, err := s.d.backend.ExpandFilesystem(ctx, req.GetVolumeId(), path)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
+}
+
+func (s *nodeServer) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	h, err := s.d.backend.NodeHealth(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: csiHealth(req.GetVolumeId(), h)}, nil
+}
+
+func (s *nodeServer) NodeGetStorageHealth(ctx context.Context, req *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
+	h, err := s.d.backend.StorageHealth(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &csi.NodeGetStorageHealthResponse{}
+	for _, p := range h.Problems {
+		kind := csi.StorageHealthErrorType_STORAGE_DEGRADED
+		if p.Kind != backend.Degraded {
+			kind = csi.StorageHealthErrorType_STORAGE_UNREACHABLE
+		}
+		resp.BackendHealth = append(resp.BackendHealth, &csi.NodeGetStorageHealthResponse_StorageBackendHealth{
+			Status: kind, Reason: string(p.Kind), Message: p.Message})
+	}
+	return resp, nil
 }

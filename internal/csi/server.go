@@ -78,6 +78,9 @@ func (d *Driver) Serve(ctx context.Context, l net.Listener) error {
 	csi.RegisterIdentityServer(srv, &identityServer{d: d})
 	if d.servesController() {
 		csi.RegisterControllerServer(srv, &controllerServer{d: d})
+		if d.backend.Capabilities().GroupSnapshots {
+			csi.RegisterGroupControllerServer(srv, &groupControllerServer{d: d})
+		}
 	}
 	if d.servesNode() {
 		csi.RegisterNodeServer(srv, &nodeServer{d: d})

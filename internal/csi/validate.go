@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const maxNameLen = 128
@@ -108,4 +110,19 @@ func checkID(id string) error {
 		return invalid("volume ID is longer than %d bytes", maxNameLen)
 	}
 	return nil
+}
+
+// checkVolumePath validates the path of a stats or expand request. These
+// only read what is mounted there, so a path that cannot hold a volume
+// (relative, or with "..") is answered NOT_FOUND, as for any other path
+// where the volume is not.
+func checkVolumePath(p string) (string, error) {
+	if p == "" {
+		return "", invalid("volume path is missing")
+	}
+	clean, err := checkPath("volume path", p)
+	if err != nil {
+		return "", status.Errorf(codes.NotFound, "no volume at %q: it is not an absolute path", p)
+	}
+	return clean, nil
 }

@@ -132,11 +132,21 @@ func Detach(dev string) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dev, err)
 	}
-	defer ld.Close()
-	if err := unix.IoctlSetInt(int(ld.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
+	err = unix.IoctlSetInt(int(ld.Fd()), unix.LOOP_CLR_FD, 0)
+	ld.Close() // our own open would hold the device, too
+	if err != nil && !errors.Is(err, unix.ENXIO) {
 		return fmt.Errorf("detach %s: %w", dev, err)
 	}
-	return nil
+	// The kernel releases a device that is still open (by udev, blkid, or a
+	// lazily unmounted filesystem) only at its last close. Wait for that,
+	// so a caller told "detached" can delete the image at once.
+	for i := 0; i < 200; i++ {
+		if backing, err := BackingFile(dev); err != nil || backing == "" {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("detach %s: still in use after 1s; the kernel frees it at its last close", dev)
 }
 
 // DetachImage detaches every loop device backed by image.

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -147,11 +148,31 @@ func (m *Mounter) Unmount(target string) error {
 		if err == nil && !mounted {
 			return nil
 		}
-		if err := unix.Unmount(target, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("unmount %s: %w", target, err)
+		if err := unmountRetry(target); err != nil {
+			return err
 		}
 	}
 	return fmt.Errorf("unmount %s: still mounted after 8 unmounts", target)
+}
+
+// unmountRetry unmounts target, retrying a while on EBUSY: a process forked
+// elsewhere in the driver (mkfs, fsck for another volume) briefly holds a
+// copy of every open file descriptor until it execs, which can make a
+// mount busy for a moment. A mount that stays busy is an error: volplug
+// never unmounts lazily behind a user's back.
+func unmountRetry(target string) error {
+	var err error
+	for delay := time.Millisecond; delay < 512*time.Millisecond; delay *= 2 {
+		err = unix.Unmount(target, 0)
+		if err == nil || errors.Is(err, unix.EINVAL) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+	}
+	return fmt.Errorf("unmount %s: %w", target, err)
 }
 
 // Info describes one entry of the kernel's mount table.

@@ -17,6 +17,8 @@ import (
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
+	mountutils "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
 )
 
 const (
@@ -38,14 +40,17 @@ var minSize = map[string]int64{
 
 // Backend is the local disk-image backend.
 type Backend struct {
-	pool  *pool
-	node  string
-	mount *mount.Mounter
+	pool    *pool
+	node    string
+	mount   *mount.Mounter
+	resizer *mountutils.ResizeFs
 
 	// spaceMu makes "is there room?" and "take the room" one step, so two
 	// concurrent creates cannot both spend the last free gigabyte. It is
 	// held only for a statfs and a truncate.
 	spaceMu sync.Mutex
+	// reserved is space promised to copies in progress (snapshots, clones).
+	reserved int64
 	// attachMu makes counting a node's attachments and adding one atomic.
 	attachMu sync.Mutex
 	// formatSem bounds concurrent mkfs runs, which each take memory and a core.
@@ -58,19 +63,29 @@ func New(dir, node string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{
+	b := &Backend{
 		pool:      p,
 		node:      node,
 		mount:     mount.New(),
+		resizer:   mountutils.NewResizeFs(utilexec.New()),
 		formatSem: make(chan struct{}, 8),
-	}, nil
+	}
+	b.thawAll()
+	return b, nil
+}
+
+// Capabilities: a disk image can do everything a cloud disk can.
+func (b *Backend) Capabilities() backend.Capabilities {
+	return backend.Capabilities{Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
+		Stats: true, Health: true, Block: true, Ephemeral: true}
 }
 
 // Dir returns the pool's resolved path.
 func (b *Backend) Dir() string { return b.pool.dir }
 
-// CreateVolume makes a sparse image of the asked size, or returns the volume
-// of the same name when its properties fit the request.
+// CreateVolume makes a sparse image of the asked size, or a copy of a
+// snapshot or volume, or returns the volume of the same name when its
+// properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
 	fsType := req.FsType
 	if req.Block {
@@ -81,14 +96,29 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if !req.Block && !mount.Supported(fsType) {
 		return nil, fmt.Errorf("filesystem %q: use ext4, xfs or btrfs: %w", fsType, backend.ErrInvalid)
 	}
-	size, err := chooseSize(req.MinSize, req.MaxSize, minSize[fsType])
+	src, err := b.source(req)
+	if err != nil {
+		return nil, err
+	}
+	minimum := minSize[fsType]
+	if src != nil {
+		if !req.Block && req.FsType != "" && src.fsType != "" && req.FsType != src.fsType {
+			return nil, fmt.Errorf("the source holds %s, not %s: %w", src.fsType, req.FsType, backend.ErrInvalid)
+		}
+		if src.fsType != "" {
+			fsType = src.fsType
+		}
+		minimum = max(minimum, src.size)
+	}
+	size, err := chooseSize(req.MinSize, req.MaxSize, minimum)
 	if err != nil {
 		return nil, err
 	}
 	id := volumeID(req.Name)
 	if v, err := b.pool.readVolume(id); err == nil {
 		if v.Name != req.Name || v.Size < req.MinSize || (req.MaxSize > 0 && v.Size > req.MaxSize) ||
-			v.Block != req.Block || v.FsType != fsType || !maps.Equal(v.Parameters, req.Parameters) {
+			v.Block != req.Block || v.FsType != fsType || !maps.Equal(v.Parameters, req.Parameters) ||
+			v.Source != sourceName(req) {
 			return nil, fmt.Errorf("volume %q: %w", req.Name, backend.ErrAlreadyExists)
 		}
 		return v, nil
@@ -99,13 +129,27 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	v := &backend.Volume{
 		ID: id, Name: req.Name, Size: size, FsType: fsType, Block: req.Block,
 		Node: b.node, Parameters: req.Parameters, Created: time.Now().UTC(),
+		Source: sourceName(req), Ephemeral: req.Ephemeral,
 	}
 	tmp := filepath.Join(b.pool.dir, tmpDir, id+"."+randomSuffix())
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once the rename below succeeded
-	if err := b.reserve(filepath.Join(tmp, imageFile), size); err != nil {
+	// The space is set aside until the volume is in place, where promised
+	// counts it.
+	release, err := b.reserveSpace(size)
+	if err != nil {
+		return nil, fmt.Errorf("create volume %s: %w", id, err)
+	}
+	defer release()
+	image := filepath.Join(tmp, imageFile)
+	if src == nil {
+		err = makeImage(image, size)
+	} else {
+		err = b.copyFrom(src, image, v)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	if err := writeVolume(tmp, v); err != nil {
@@ -118,6 +162,90 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	return v, nil
+}
+
+// contentSource is what a new volume copies.
+type contentSource struct {
+	image  string
+	size   int64
+	fsType string
+	volume *backend.Volume // set when the source is a live volume
+}
+
+func sourceName(req *backend.CreateRequest) string {
+	switch {
+	case req.SourceSnapshot != "":
+		return "snapshot/" + req.SourceSnapshot
+	case req.SourceVolume != "":
+		return "volume/" + req.SourceVolume
+	}
+	return ""
+}
+
+func (b *Backend) source(req *backend.CreateRequest) (*contentSource, error) {
+	switch {
+	case req.SourceSnapshot != "":
+		s, err := b.pool.readSnapshot(req.SourceSnapshot)
+		if err != nil {
+			return nil, err
+		}
+		return &contentSource{image: filepath.Join(b.pool.snapshotDir(s.ID), imageFile), size: s.Size, fsType: s.FsType}, nil
+	case req.SourceVolume != "":
+		v, err := b.pool.readVolume(req.SourceVolume)
+		if err != nil {
+			return nil, err
+		}
+		return &contentSource{image: b.pool.image(v.ID), size: v.Size, fsType: v.FsType, volume: v}, nil
+	}
+	return nil, nil
+}
+
+// copyFrom fills image from the source, then grows it to v.Size. A live
+// source volume is quiesced for the copy, like a snapshot.
+func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) (err error) {
+	thaw := func() {}
+	if src.volume != nil {
+		if thaw, err = b.quiesce([]*backend.Volume{src.volume}); err != nil {
+			return err
+		}
+	}
+	shared, err := cloneImage(src.image, image)
+	thaw()
+	if err != nil {
+		return err
+	}
+	if v.Size > src.size {
+		if err := os.Truncate(image, v.Size); err != nil {
+			return err
+		}
+		v.ResizePending = !v.Block
+	}
+	v.Shared = shared
+	if shared && src.volume != nil && !src.volume.Shared {
+		src.volume.Shared = true
+		return writeVolume(b.pool.volumeDir(src.volume.ID), src.volume)
+	}
+	return nil
+}
+
+// reserveSpace sets size bytes aside for a copy in progress, or fails with
+// ErrNoSpace; the returned function gives them back.
+func (b *Backend) reserveSpace(size int64) (release func(), err error) {
+	b.spaceMu.Lock()
+	defer b.spaceMu.Unlock()
+	free, err := b.capacity()
+	if err != nil {
+		return nil, err
+	}
+	if size > free {
+		return nil, fmt.Errorf("%d bytes needed, %d free in the pool: %w", size, free, backend.ErrNoSpace)
+	}
+	b.reserved += size
+	return func() {
+		b.spaceMu.Lock()
+		b.reserved -= size
+		b.spaceMu.Unlock()
+	}, nil
 }
 
 // chooseSize picks the image size for a request: the required size rounded
@@ -148,20 +276,11 @@ func chooseSize(required, limit, floor int64) (int64, error) {
 		required, limit, floor, backend.ErrOutOfRange)
 }
 
-// reserve makes the sparse image if the pool can hold all of it. Images are
-// sparse, but the space they may still grow into is counted as taken, so
-// the pool never promises more than its disk has: a full volume gets ENOSPC
-// inside itself, never an I/O error from an overcommitted host.
-func (b *Backend) reserve(path string, size int64) error {
-	b.spaceMu.Lock()
-	defer b.spaceMu.Unlock()
-	free, err := b.capacity()
-	if err != nil {
-		return err
-	}
-	if size > free {
-		return fmt.Errorf("%d bytes asked, %d free in the pool: %w", size, free, backend.ErrNoSpace)
-	}
+// makeImage makes the sparse image. Images are sparse, but the space they
+// may still grow into is counted as taken (see promised), so the pool never
+// promises more than its disk has: a full volume gets ENOSPC inside itself,
+// never an I/O error from an overcommitted host.
+func makeImage(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -190,40 +309,34 @@ func (b *Backend) capacity() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return max(free-promised, 0), nil
+	return max(free-promised-b.reserved, 0), nil
 }
 
 // promised sums what the images may still grow by: their sizes less what
-// they already occupy on disk.
+// they already occupy on disk. An image that shares blocks (reflink) may
+// need all of its size again when those blocks are overwritten.
 func (b *Backend) promised() (int64, error) {
+	vols, err := b.ListVolumes(context.Background())
+	if err != nil {
+		return 0, err
+	}
 	var total int64
-	err := b.walkImages(func(path string) error {
+	for _, v := range vols {
 		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil {
+		if err := unix.Stat(b.pool.image(v.ID), &st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
-				return nil // deleted meanwhile
+				continue // deleted meanwhile
 			}
-			return fmt.Errorf("stat %s: %w", path, err)
+			return 0, fmt.Errorf("stat %s: %w", b.pool.image(v.ID), err)
 		}
-		total += max(st.Size-st.Blocks*512, 0)
-		return nil
-	})
-	return total, err
-}
-
-func (b *Backend) walkImages(fn func(path string) error) error {
-	for _, d := range []string{volumesDir, tmpDir} {
-		entries, err := os.ReadDir(filepath.Join(b.pool.dir, d))
-		if err != nil {
-			return fmt.Errorf("list pool: %w", err)
-		}
-		for _, e := range entries {
-			if err := fn(filepath.Join(b.pool.dir, d, e.Name(), imageFile)); err != nil {
-				return err
-			}
+		size := max(v.Size, st.Size)
+		if v.Shared {
+			total += size
+		} else {
+			total += max(size-st.Blocks*512, 0)
 		}
 	}
-	return nil
+	return total, nil
 }
 
 // DeleteVolume removes the volume's directory. A volume still attached to a
@@ -285,9 +398,15 @@ func (b *Backend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
 
 // Attach records that node uses the volume. A disk image can only be
 // attached on the node whose pool holds it.
+//
+// The caller holds the volume's lock; attachMu is taken only to count a
+// node's attachments against a limit, so without one attaches of different
+// volumes proceed in parallel.
 func (b *Backend) Attach(ctx context.Context, id, node string, maxPerNode int) error {
-	b.attachMu.Lock()
-	defer b.attachMu.Unlock()
+	if maxPerNode > 0 {
+		b.attachMu.Lock()
+		defer b.attachMu.Unlock()
+	}
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return err
@@ -319,8 +438,6 @@ func (b *Backend) Attach(ctx context.Context, id, node string, maxPerNode int) e
 
 // Detach forgets that node uses the volume.
 func (b *Backend) Detach(ctx context.Context, id, node string) error {
-	b.attachMu.Lock()
-	defer b.attachMu.Unlock()
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return err
@@ -332,3 +449,5 @@ func (b *Backend) Detach(ctx context.Context, id, node string) error {
 	v.AttachedTo = slices.Delete(v.AttachedTo, i, i+1)
 	return writeVolume(b.pool.volumeDir(id), v)
 }
+
+var _ backend.Backend = (*Backend)(nil)

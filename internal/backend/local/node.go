@@ -26,9 +26,12 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		return err
 	}
 	image := b.pool.image(req.ID)
+	staging := b.stagingPath(req.ID, req.StagingPath)
 	if !req.Block {
-		if done, err := b.stagedAt(req.StagingPath, image); err != nil || done {
+		if done, err := b.stagedAt(staging, image); err != nil {
 			return err
+		} else if done {
+			return b.resizeIfPending(v, staging)
 		}
 	}
 	dev, err := loop.Attach(image, loop.Options{DirectIO: true})
@@ -53,7 +56,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if err := b.formatIfBlank(ctx, dev, image, fsType, req.ReadOnly); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
-	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
+	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	options := slices.Clone(req.MountFlags)
@@ -65,10 +68,42 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		// kernel refuses a second xfs with a UUID it has mounted already.
 		options = append(options, "nouuid")
 	}
-	if err := b.mount.Mount(dev, req.StagingPath, fsType, options); err != nil {
+	if err := b.mount.Mount(dev, staging, fsType, options); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	if req.ReadOnly {
+		return nil
+	}
+	if err := b.resizeIfPending(v, staging); err != nil {
+		_ = b.mount.Unmount(staging)
+		return err
+	}
 	return nil
+}
+
+// stagingPath is where a volume is staged: the CO's path, or, for volumes
+// the CO does not stage (ephemeral ones), a directory in the pool.
+func (b *Backend) stagingPath(id, asked string) string {
+	if asked != "" {
+		return asked
+	}
+	return filepath.Join(b.pool.dir, "staging", id)
+}
+
+// resizeIfPending grows the filesystem when the disk grew while the volume
+// was not staged, or when it was restored or cloned into a larger volume.
+func (b *Backend) resizeIfPending(v *backend.Volume, staging string) error {
+	if !v.ResizePending {
+		return nil
+	}
+	dev, err := loop.Find(b.pool.image(v.ID))
+	if err != nil {
+		return err
+	}
+	if err := loop.Refresh(dev); err != nil {
+		return err
+	}
+	return b.resize(v, dev, staging)
 }
 
 // stagedAt reports whether path already has image's loop device mounted, and
@@ -127,6 +162,7 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 		return err
 	}
 	image := b.pool.image(id)
+	stagingPath = b.stagingPath(id, stagingPath)
 	info, err := b.mount.Mounted(stagingPath)
 	if err != nil {
 		return err
@@ -138,6 +174,9 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 		if err := b.mount.Unmount(stagingPath); err != nil {
 			return fmt.Errorf("unstage %s: %w", id, err)
 		}
+	}
+	if stagingPath == b.stagingPath(id, "") {
+		_ = os.Remove(stagingPath) // our own directory
 	}
 	if err := loop.DetachImage(image); err != nil {
 		return fmt.Errorf("unstage %s: %w", id, err)
@@ -160,15 +199,16 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 		return fmt.Errorf("volume %s is not staged: %w", req.ID, errNotStaged)
 	}
 	source := dev
+	staging := b.stagingPath(req.ID, req.StagingPath)
 	if !req.Block {
-		staged, err := b.stagedAt(req.StagingPath, image)
+		staged, err := b.stagedAt(staging, image)
 		if err != nil {
 			return err
 		}
 		if !staged {
-			return fmt.Errorf("volume %s is not staged at %s: %w", req.ID, req.StagingPath, errNotStaged)
+			return fmt.Errorf("volume %s is not staged at %s: %w", req.ID, staging, errNotStaged)
 		}
-		source = req.StagingPath
+		source = staging
 	}
 
 	users, err := mount.UsersOf(dev)
@@ -187,7 +227,7 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 		return fmt.Errorf("%s has %s mounted: %w", req.TargetPath, info.Source, backend.ErrAlreadyExists)
 	}
 	if req.SingleWriter {
-		delete(users, req.StagingPath)
+		delete(users, staging)
 		for path := range users {
 			return fmt.Errorf("volume %s allows a single writer and is published at %s: %w", req.ID, path, backend.ErrPrecondition)
 		}

@@ -47,7 +47,7 @@ func openPool(dir string) (*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", dir, err)
 	}
-	for _, d := range []string{volumesDir, tmpDir, trashDir} {
+	for _, d := range []string{volumesDir, snapshotsDir, groupsDir, tmpDir, trashDir} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 			return nil, fmt.Errorf("pool %s: %w", dir, err)
 		}
@@ -71,15 +71,20 @@ func openPool(dir string) (*pool, error) {
 			}
 		}
 	}
+	if err := p.clearOrphans(); err != nil {
+		return nil, fmt.Errorf("pool %s: %w", dir, err)
+	}
 	return p, nil
+}
+
+func hashName(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:16])
 }
 
 // volumeID is derived from the name, so a repeated CreateVolume finds its
 // volume by one stat, and a lock on the name is a lock on the ID.
-func volumeID(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return "vol-" + hex.EncodeToString(sum[:16])
-}
+func volumeID(name string) string { return "vol-" + hashName(name) }
 
 func checkID(id string) error {
 	if !validID.MatchString(id) {
@@ -114,11 +119,15 @@ func (p *pool) readVolume(id string) (*backend.Volume, error) {
 // writeVolume replaces the metadata in dir atomically: a reader sees the old
 // file or the new one, never half of either, even across a power cut.
 func writeVolume(dir string, v *backend.Volume) error {
+	return writeJSONAtomic(filepath.Join(dir, metaFile), v)
+}
+
+func writeJSONAtomic(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, metaFile), data)
+	return writeFileAtomic(path, data)
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -1,0 +1,103 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
+	"github.com/volplug/volplug/internal/mount"
+)
+
+// ExpandVolume grows the disk image, and the loop device's view of it when
+// the volume is staged. The filesystem is grown by ExpandFilesystem, or at
+// the next stage if the volume is not staged now.
+func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error) {
+	v, err := b.pool.readVolume(id)
+	if err != nil {
+		return 0, false, err
+	}
+	if size <= v.Size { // never shrink; asking for less is already done
+		return v.Size, v.ResizePending, nil
+	}
+	size = (size + 511) / 512 * 512 // whole sectors: what a loop device can show
+	if err := b.growImage(v, size); err != nil {
+		return 0, false, fmt.Errorf("expand %s: %w", id, err)
+	}
+	v.Size = size
+	v.ResizePending = !v.Block
+	if err := writeVolume(b.pool.volumeDir(id), v); err != nil {
+		return 0, false, fmt.Errorf("expand %s: %w", id, err)
+	}
+	if dev, err := loop.Find(b.pool.image(id)); err != nil {
+		return 0, false, err
+	} else if dev != "" {
+		if err := loop.Refresh(dev); err != nil {
+			return 0, false, fmt.Errorf("expand %s: %w", id, err)
+		}
+	}
+	return size, !v.Block, nil
+}
+
+// growImage extends the image if the pool has room for the difference.
+func (b *Backend) growImage(v *backend.Volume, size int64) error {
+	b.spaceMu.Lock()
+	defer b.spaceMu.Unlock()
+	free, err := b.capacity()
+	if err != nil {
+		return err
+	}
+	if grow := size - v.Size; grow > free {
+		return fmt.Errorf("%d more bytes asked, %d free in the pool: %w", grow, free, backend.ErrNoSpace)
+	}
+	return os.Truncate(b.pool.image(v.ID), size)
+}
+
+// ExpandFilesystem grows the filesystem mounted at path (online) to fill
+// the disk, first making the loop device see the disk's current size.
+func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string) (int64, error) {
+	v, err := b.pool.readVolume(id)
+	if err != nil {
+		return 0, err
+	}
+	dev, err := loop.Find(b.pool.image(id))
+	if err != nil {
+		return 0, err
+	}
+	if dev == "" {
+		return 0, fmt.Errorf("volume %s is not staged on this node: %w", id, backend.ErrNotFound)
+	}
+	users, err := mount.UsersOf(dev)
+	if err != nil {
+		return 0, err
+	}
+	info, ok := users[path]
+	if !ok {
+		return 0, fmt.Errorf("volume %s is not mounted at %s: %w", id, path, backend.ErrNotFound)
+	}
+	if err := loop.Refresh(dev); err != nil {
+		return 0, err
+	}
+	if v.Block || info.FSType == "devtmpfs" {
+		return v.Size, nil // a raw device has nothing more to grow
+	}
+	if err := b.resize(v, dev, path); err != nil {
+		return 0, err
+	}
+	return v.Size, nil
+}
+
+// resize grows the filesystem on dev, mounted at path, and clears the
+// volume's pending flag. Growing a filesystem that already fills its device
+// is a no-op, so a repeat after a crash is harmless.
+func (b *Backend) resize(v *backend.Volume, dev, path string) error {
+	if _, err := b.resizer.Resize(dev, path); err != nil {
+		return fmt.Errorf("grow filesystem of %s: %w", v.ID, err)
+	}
+	if !v.ResizePending {
+		return nil
+	}
+	v.ResizePending = false
+	return writeVolume(b.pool.volumeDir(v.ID), v)
+}

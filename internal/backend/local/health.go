@@ -1,0 +1,178 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	mountutils "k8s.io/mount-utils"
+
+	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
+	"github.com/volplug/volplug/internal/mount"
+)
+
+// Stats reports the volume's own filesystem at path (not the host's), or
+// the device size of a raw block volume.
+func (b *Backend) Stats(ctx context.Context, id, path string) (*backend.Stats, error) {
+	if _, err := b.pool.readVolume(id); err != nil {
+		return nil, err
+	}
+	dev, err := loop.Find(b.pool.image(id))
+	if err != nil {
+		return nil, err
+	}
+	if dev == "" {
+		return nil, fmt.Errorf("volume %s is not staged on this node: %w", id, backend.ErrNotFound)
+	}
+	users, err := mount.UsersOf(dev)
+	if err != nil {
+		return nil, err
+	}
+	info, ok := users[path]
+	if !ok {
+		return nil, fmt.Errorf("volume %s is not at %s: %w", id, path, backend.ErrNotFound)
+	}
+	if info.FSType == "devtmpfs" {
+		size, err := deviceSize(dev)
+		if err != nil {
+			return nil, err
+		}
+		return &backend.Stats{Block: true, TotalBytes: size}, nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	total, free, avail := int64(st.Blocks)*st.Bsize, int64(st.Bfree)*st.Bsize, int64(st.Bavail)*st.Bsize
+	return &backend.Stats{
+		TotalBytes: total, UsedBytes: total - free, AvailBytes: avail,
+		TotalInodes: int64(st.Files), FreeInodes: int64(st.Ffree), UsedInodes: int64(st.Files - st.Ffree),
+	}, nil
+}
+
+func deviceSize(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", dev, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	return size, nil
+}
+
+// VolumeHealth checks what the controller owns: the metadata and the image.
+func (b *Backend) VolumeHealth(ctx context.Context, id string) (*backend.Health, error) {
+	v, err := b.pool.readVolume(id)
+	if err != nil {
+		return nil, err
+	}
+	h := &backend.Health{}
+	var st unix.Stat_t
+	switch err := unix.Stat(b.pool.image(id), &st); {
+	case errors.Is(err, unix.ENOENT):
+		addProblem(h, backend.DataLoss, "the disk image %s is missing", b.pool.image(id))
+	case err != nil:
+		addProblem(h, backend.Inaccessible, "the disk image cannot be read: %v", err)
+	case st.Size < v.Size:
+		addProblem(h, backend.DataLoss, "the disk image is %d bytes, the volume %d", st.Size, v.Size)
+	}
+	return h, nil
+}
+
+// NodeHealth adds what the node sees: the loop device, and every mount of
+// the volume (a corrupted mount, or a filesystem the kernel switched to
+// read-only after errors).
+func (b *Backend) NodeHealth(ctx context.Context, id string) (*backend.Health, error) {
+	h, err := b.VolumeHealth(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	image := b.pool.image(id)
+	devs, err := loop.Devices()
+	if err != nil {
+		return nil, err
+	}
+	for dev, file := range devs {
+		if file == image+" (deleted)" {
+			addProblem(h, backend.DataLoss, "%s still serves the disk image, which was deleted", dev)
+		}
+	}
+	dev, err := loop.Find(image)
+	if err != nil || dev == "" {
+		return h, err
+	}
+	users, err := mount.UsersOf(dev)
+	if err != nil {
+		return nil, err
+	}
+	for path, info := range users {
+		if _, err := os.Stat(path); err != nil && mountutils.IsCorruptedMnt(err) {
+			addProblem(h, backend.Inaccessible, "the mount at %s is corrupted: %v", path, err)
+			continue
+		}
+		superRO := slices.Contains(strings.Split(info.VFSOptions, ","), "ro")
+		mountRW := slices.Contains(strings.Split(info.Options, ","), "rw")
+		if superRO && mountRW {
+			addProblem(h, backend.Degraded, "the filesystem at %s was made read-only by the kernel, most likely after I/O errors", path)
+		}
+	}
+	return h, nil
+}
+
+func addProblem(h *backend.Health, kind backend.ProblemKind, format string, args ...any) {
+	h.Problems = append(h.Problems, backend.Problem{Kind: kind, Message: fmt.Sprintf(format, args...)})
+}
+
+// VolumeAt names the volume whose loop device is mounted (or bound) at
+// path, from the kernel's mount table: "" when none of ours is there.
+func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
+	info, err := b.mount.Mounted(path)
+	if err != nil || info == nil {
+		return "", err
+	}
+	dev := info.Source
+	if info.FSType == "devtmpfs" { // a raw block volume: the bound node is the root
+		dev = "/dev" + info.Root
+	}
+	backing, err := loop.BackingFile(dev)
+	if err != nil || backing == "" {
+		return "", err
+	}
+	dir, file := filepath.Split(backing)
+	id := filepath.Base(dir)
+	if file != imageFile || filepath.Clean(dir) != b.pool.volumeDir(id) {
+		return "", nil // a loop device, but not one of this pool's
+	}
+	return id, nil
+}
+
+// StorageHealth checks the pool: that it can be written, and that it is
+// not nearly full (sparse images fail inside their volumes when the pool
+// runs out, although capacity accounting makes that unlikely).
+func (b *Backend) StorageHealth(ctx context.Context) (*backend.Health, error) {
+	h := &backend.Health{}
+	probe := filepath.Join(b.pool.dir, tmpDir, "probe."+randomSuffix())
+	if err := os.WriteFile(probe, []byte("ok"), 0o600); err != nil {
+		addProblem(h, backend.Inaccessible, "the pool %s cannot be written: %v", b.pool.dir, err)
+		return h, nil
+	}
+	_ = os.Remove(probe)
+	var st unix.Statfs_t
+	if err := unix.Statfs(b.pool.dir, &st); err != nil {
+		addProblem(h, backend.Inaccessible, "the pool %s cannot be read: %v", b.pool.dir, err)
+		return h, nil
+	}
+	if st.Blocks > 0 && st.Bavail*20 < st.Blocks {
+		addProblem(h, backend.Degraded, "the pool %s has less than 5%% of its disk free", b.pool.dir)
+	}
+	return h, nil
+}

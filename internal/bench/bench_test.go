@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// moduleRoot walks up from the test's directory to the go.mod.
+func moduleRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// buildVolplug builds the real binary: the benchmark measures the driver
+// as shipped, not the test binary.
+func buildVolplug(tb testing.TB) string {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), "volplug")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/volplug")
+	cmd.Dir = moduleRoot(tb)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build ./cmd/volplug: %v\n%s", err, msg)
+	}
+	return out
+}
+
+// checkClean fails the benchmark if a mount or loop device is left under dir.
+func checkClean(tb testing.TB, dir string) {
+	tb.Helper()
+	l, err := FindLeftovers(dir)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	if !l.Empty() {
+		tb.Errorf("LEFTOVERS: %s", l)
+		if err := ForceCleanup(l); err != nil {
+			tb.Error(err)
+		}
+	}
+}
+
+// reportCycles adds the percentiles the issue asks for to the ns/op that
+// the testing package prints.
+func reportCycles(b *testing.B, totals []time.Duration) {
+	s := Summarize(totals)
+	b.ReportMetric(ms(s.P50), "p50-ms")
+	b.ReportMetric(ms(s.P99), "p99-ms")
+}
+
+// BenchmarkCycleDriver runs b.N full volume cycles, one at a time, through
+// the real driver's CSI API, with the same code as `volplug bench`.
+func BenchmarkCycleDriver(b *testing.B) {
+	needRoot(b)
+	bin := buildVolplug(b)
+	dir := b.TempDir()
+	drv, err := StartDriver(b.Context(), DriverOptions{
+		Binary: bin, Dir: filepath.Join(dir, "d"), NodeID: "bench-node",
+		LogPath: filepath.Join(dir, "driver.log"), StartTimeout: 30 * time.Second,
+		RPCTimeout: 2 * time.Minute, SizeBytes: 1 << 30, FsType: "ext4",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Cleanups run last-in first-out: stop the driver, then check.
+	b.Cleanup(func() { checkClean(b, dir) })
+	b.Cleanup(func() {
+		if err := drv.Stop(); err != nil {
+			b.Error(err)
+		}
+	})
+	var totals []time.Duration
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		if _, err := drv.Cycle(b.Context(), fmt.Sprintf("bench-%d", i)); err != nil {
+			b.Fatal(errors.Join(err, errors.New(drv.logTail())))
+		}
+		totals = append(totals, time.Since(t0))
+	}
+	reportCycles(b, totals)
+}
+
+// BenchmarkCycleFloor runs b.N floor cycles (system tools), the baseline
+// for BenchmarkCycleDriver.
+func BenchmarkCycleFloor(b *testing.B) {
+	needRoot(b)
+	dir := b.TempDir()
+	b.Cleanup(func() { checkClean(b, dir) })
+	f := &Floor{Dir: dir, SizeBytes: 1 << 30, FsType: "ext4", Timeout: 2 * time.Minute}
+	var totals []time.Duration
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		if _, err := f.Cycle(b.Context(), fmt.Sprintf("floor-%d", i)); err != nil {
+			b.Fatal(err)
+		}
+		totals = append(totals, time.Since(t0))
+	}
+	reportCycles(b, totals)
+}

@@ -1,0 +1,603 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// DriverOptions says how to start the driver under test.
+type DriverOptions struct {
+	Binary       string        // volplug binary to run as `<binary> csi ...`
+	Dir          string        // private work dir: socket, pool and volume dirs
+	NodeID       string        // --node-id, checked against NodeGetInfo
+	Attach       bool          // pass --enable-attach
+	LogPath      string        // driver stdout+stderr go here
+	StartTimeout time.Duration // until the socket answers Probe
+	RPCTimeout   time.Duration // per RPC
+	SizeBytes    int64
+	FsType       string
+}
+
+// DriverInfo is what the driver told us about itself.
+type DriverInfo struct {
+	Name              string `json:"name"`
+	Version           string `json:"version"`
+	NodeID            string `json:"node_id"`
+	PID               int    `json:"pid"`
+	Binary            string `json:"binary"`
+	AttachRequested   bool   `json:"attach_requested"`
+	ControllerPublish bool   `json:"controller_publish"`
+	StageUnstage      bool   `json:"stage_unstage"`
+}
+
+// Driver is a running `volplug csi` child process and a gRPC client to it.
+type Driver struct {
+	Info DriverInfo
+	// ExitStatus is how the driver ended after SIGTERM ("exit status 0"
+	// or "signal: terminated"), for the report; set by Stop.
+	ExitStatus string
+
+	opts   DriverOptions
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
+	waitMu sync.Mutex
+	waitEr error
+
+	conn  *grpc.ClientConn
+	ident csi.IdentityClient
+	ctrl  csi.ControllerClient
+	node  csi.NodeClient
+
+	volDir string
+	cap    *csi.VolumeCapability
+	steps  []string
+
+	warnMu   sync.Mutex
+	warnings map[string]int
+}
+
+// Driver step names, in cycle order. They are the CSI RPC names so that the
+// report reads like the spec.
+const (
+	stepCreate        = "CreateVolume"
+	stepCtrlPublish   = "ControllerPublish"
+	stepStage         = "NodeStage"
+	stepPublish       = "NodePublish"
+	stepUnpublish     = "NodeUnpublish"
+	stepUnstage       = "NodeUnstage"
+	stepCtrlUnpublish = "ControllerUnpublish"
+	stepDelete        = "DeleteVolume"
+)
+
+// StartDriver starts the driver, waits until it answers, and reads its
+// capabilities. On error nothing is left running.
+func StartDriver(ctx context.Context, o DriverOptions) (d *Driver, err error) {
+	sock := filepath.Join(o.Dir, "csi.sock")
+	pool := filepath.Join(o.Dir, "pool")
+	volDir := filepath.Join(o.Dir, "vols")
+	for _, p := range []string{pool, volDir} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	args := []string{"csi",
+		"--backend=local",
+		"--endpoint=unix://" + sock,
+		"--node-id=" + o.NodeID,
+		"--pool=" + pool,
+	}
+	if o.Attach {
+		args = append(args, "--enable-attach")
+	}
+	logf, err := os.OpenFile(o.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open driver log: %w", err)
+	}
+	// Not CommandContext: a cancelled bench must still be able to tear its
+	// volumes down through the driver before stopping it with SIGTERM.
+	cmd := exec.Command(o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Own process group: a ^C at the terminal must reach only the
+		// bench, which then unwinds volumes in order; the driver is
+		// needed for that.
+		Setpgid: true,
+		// If the bench dies outright, the driver must not linger.
+		// (Linux ties this to the forking thread, which the Go
+		// runtime keeps alive unless a locked goroutine exits; none
+		// here does.)
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", o.Binary, err)
+	}
+	logf.Close() // the child holds its own copy
+	d = &Driver{
+		opts:     o,
+		cmd:      cmd,
+		exited:   make(chan struct{}),
+		volDir:   volDir,
+		warnings: map[string]int{},
+		cap: &csi.VolumeCapability{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: o.FsType}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		},
+	}
+	d.Info.PID = cmd.Process.Pid
+	d.Info.Binary = o.Binary
+	d.Info.AttachRequested = o.Attach
+	go func() {
+		err := cmd.Wait()
+		d.waitMu.Lock()
+		d.waitEr = err
+		d.waitMu.Unlock()
+		close(d.exited)
+	}()
+	defer func() {
+		if err != nil {
+			// An early exit is already in err; only other stop
+			// failures are news.
+			err = errors.Join(err, d.stop(false))
+		}
+	}()
+	if err := d.connect(ctx, sock); err != nil {
+		return d, err
+	}
+	if err := d.discover(ctx); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// dialUnix opens a gRPC client on a unix socket path. grpc.NewClient is
+// lazy, so readiness is checked separately with Probe.
+func dialUnix(sock string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("unix://"+sock,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", sock)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client for %s: %w", sock, err)
+	}
+	return conn, nil
+}
+
+func (d *Driver) connect(ctx context.Context, sock string) error {
+	deadline := time.Now().Add(d.opts.StartTimeout)
+	var lastErr error
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("driver exited before serving %s: %v%s", sock, d.exitErr(), d.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for driver socket: %w", ctx.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("driver did not answer on %s within %s (last error: %v)%s",
+				sock, d.opts.StartTimeout, lastErr, d.logTail())
+		}
+		if _, err := os.Stat(sock); err != nil {
+			lastErr = err
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if d.conn == nil {
+			conn, err := dialUnix(sock)
+			if err != nil {
+				return err
+			}
+			d.conn = conn
+			d.ident = csi.NewIdentityClient(conn)
+			d.ctrl = csi.NewControllerClient(conn)
+			d.node = csi.NewNodeClient(conn)
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := d.ident.Probe(pctx, &csi.ProbeRequest{})
+		cancel()
+		// A missing Ready means ready, per the spec.
+		if err == nil && (resp.GetReady() == nil || resp.GetReady().GetValue()) {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("probe: not ready")
+		}
+		lastErr = err
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *Driver) discover(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
+	defer cancel()
+	info, err := d.ident.GetPluginInfo(rctx, &csi.GetPluginInfoRequest{})
+	if err != nil {
+		return fmt.Errorf("GetPluginInfo: %w", err)
+	}
+	d.Info.Name, d.Info.Version = info.GetName(), info.GetVendorVersion()
+
+	cc, err := d.ctrl.ControllerGetCapabilities(rctx, &csi.ControllerGetCapabilitiesRequest{})
+	if err != nil {
+		return fmt.Errorf("ControllerGetCapabilities: %w", err)
+	}
+	canCreate := false
+	for _, c := range cc.GetCapabilities() {
+		switch c.GetRpc().GetType() {
+		case csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME:
+			canCreate = true
+		case csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME:
+			d.Info.ControllerPublish = true
+		}
+	}
+	if !canCreate {
+		return errors.New("driver does not advertise CREATE_DELETE_VOLUME: nothing to benchmark")
+	}
+	nc, err := d.node.NodeGetCapabilities(rctx, &csi.NodeGetCapabilitiesRequest{})
+	if err != nil {
+		return fmt.Errorf("NodeGetCapabilities: %w", err)
+	}
+	for _, c := range nc.GetCapabilities() {
+		if c.GetRpc().GetType() == csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME {
+			d.Info.StageUnstage = true
+		}
+	}
+	ni, err := d.node.NodeGetInfo(rctx, &csi.NodeGetInfoRequest{})
+	if err != nil {
+		return fmt.Errorf("NodeGetInfo: %w", err)
+	}
+	d.Info.NodeID = ni.GetNodeId()
+	if d.Info.NodeID != d.opts.NodeID {
+		return fmt.Errorf("NodeGetInfo: node id %q, started with --node-id=%q", d.Info.NodeID, d.opts.NodeID)
+	}
+
+	// The cycle follows what the driver advertises, as a CO would.
+	d.steps = []string{stepCreate}
+	if d.Info.ControllerPublish {
+		d.steps = append(d.steps, stepCtrlPublish)
+	}
+	if d.Info.StageUnstage {
+		d.steps = append(d.steps, stepStage)
+	}
+	d.steps = append(d.steps, stepPublish, stepUnpublish)
+	if d.Info.StageUnstage {
+		d.steps = append(d.steps, stepUnstage)
+	}
+	if d.Info.ControllerPublish {
+		d.steps = append(d.steps, stepCtrlUnpublish)
+	}
+	d.steps = append(d.steps, stepDelete)
+	return nil
+}
+
+// Steps lists the timed steps of one Cycle, in order.
+func (d *Driver) Steps() []string { return d.steps }
+
+// volume tracks how far one cycle got, so that teardown undoes exactly
+// what may have been done (every undo RPC is idempotent per the spec).
+type volume struct {
+	name, id       string
+	dir            string
+	staging        string
+	target         string
+	createTried    bool
+	ctrlPublished  bool
+	stageTried     bool
+	publishTried   bool
+	volumeContext  map[string]string
+	publishContext map[string]string
+}
+
+// Cycle runs one full volume life through the CSI API and returns the
+// duration of each step in Steps order. On error it tears down whatever
+// the cycle had set up before returning.
+func (d *Driver) Cycle(ctx context.Context, name string) (durs []time.Duration, err error) {
+	v := &volume{name: name, dir: filepath.Join(d.volDir, name)}
+	v.staging = filepath.Join(v.dir, "staging")
+	// The CO creates the parent of the target; the driver creates the
+	// target itself (CSI spec), so it must not exist beforehand.
+	v.target = filepath.Join(v.dir, "pod", "target")
+	defer func() {
+		if err != nil {
+			if terr := d.teardown(v); terr != nil {
+				err = fmt.Errorf("%w (teardown: %w)", err, terr)
+			}
+		}
+	}()
+	if err := os.MkdirAll(filepath.Dir(v.target), 0o750); err != nil {
+		return nil, fmt.Errorf("volume %s: %w", name, err)
+	}
+	if d.Info.StageUnstage {
+		if err := os.Mkdir(v.staging, 0o750); err != nil {
+			return nil, fmt.Errorf("volume %s: %w", name, err)
+		}
+	}
+	durs = make([]time.Duration, 0, len(d.steps))
+	for _, step := range d.steps {
+		rctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
+		t0 := time.Now()
+		err := d.step(rctx, step, v)
+		el := time.Since(t0)
+		cancel()
+		if err != nil {
+			return durs, fmt.Errorf("volume %s: %s: %w", name, step, err)
+		}
+		durs = append(durs, el)
+	}
+	// Checked outside the timed steps: the bench's own bookkeeping must
+	// not count against the driver.
+	if _, err := os.Lstat(v.target); err == nil {
+		d.warn("NodeUnpublish left the target path behind (the driver must remove it)")
+		_ = os.Remove(v.target)
+	}
+	if err := removeVolumeDirs(v); err != nil {
+		return durs, fmt.Errorf("volume %s: %w", name, err)
+	}
+	return durs, nil
+}
+
+func (d *Driver) step(ctx context.Context, step string, v *volume) error {
+	switch step {
+	case stepCreate:
+		v.createTried = true
+		resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v.name))
+		if err != nil {
+			return err
+		}
+		v.id = resp.GetVolume().GetVolumeId()
+		v.volumeContext = resp.GetVolume().GetVolumeContext()
+		if v.id == "" {
+			return errors.New("empty volume id")
+		}
+		if got := resp.GetVolume().GetCapacityBytes(); got != 0 && got < d.opts.SizeBytes {
+			return fmt.Errorf("capacity %d bytes, asked for %d", got, d.opts.SizeBytes)
+		}
+	case stepCtrlPublish:
+		// Marked first: a timed-out publish may still have happened.
+		v.ctrlPublished = true
+		resp, err := d.ctrl.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
+			VolumeId:         v.id,
+			NodeId:           d.Info.NodeID,
+			VolumeCapability: d.cap,
+			VolumeContext:    v.volumeContext,
+		})
+		if err != nil {
+			return err
+		}
+		v.publishContext = resp.GetPublishContext()
+	case stepStage:
+		v.stageTried = true
+		_, err := d.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+			VolumeId:          v.id,
+			PublishContext:    v.publishContext,
+			StagingTargetPath: v.staging,
+			VolumeCapability:  d.cap,
+			VolumeContext:     v.volumeContext,
+		})
+		return err
+	case stepPublish:
+		v.publishTried = true
+		req := &csi.NodePublishVolumeRequest{
+			VolumeId:         v.id,
+			PublishContext:   v.publishContext,
+			TargetPath:       v.target,
+			VolumeCapability: d.cap,
+			VolumeContext:    v.volumeContext,
+		}
+		if d.Info.StageUnstage {
+			req.StagingTargetPath = v.staging
+		}
+		_, err := d.node.NodePublishVolume(ctx, req)
+		return err
+	case stepUnpublish:
+		_, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
+		if err == nil {
+			v.publishTried = false
+		}
+		return err
+	case stepUnstage:
+		_, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
+		if err == nil {
+			v.stageTried = false
+		}
+		return err
+	case stepCtrlUnpublish:
+		_, err := d.ctrl.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: v.id, NodeId: d.Info.NodeID})
+		if err == nil {
+			v.ctrlPublished = false
+		}
+		return err
+	case stepDelete:
+		_, err := d.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: v.id})
+		if err == nil {
+			v.createTried, v.id = false, ""
+		}
+		return err
+	default:
+		return fmt.Errorf("unknown step %q", step)
+	}
+	return nil
+}
+
+func (d *Driver) createRequest(name string) *csi.CreateVolumeRequest {
+	return &csi.CreateVolumeRequest{
+		Name:               name,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: d.opts.SizeBytes},
+		VolumeCapabilities: []*csi.VolumeCapability{d.cap},
+	}
+}
+
+// teardown undoes a failed cycle in reverse order. It uses a fresh context
+// because the cycle's may be the reason it failed.
+func (d *Driver) teardown(v *volume) error {
+	var errs []error
+	call := func(what string, f func(context.Context) error) {
+		// ABORTED means another operation on the volume is still
+		// running in the driver (say, the step that timed out); the
+		// spec's answer is to retry, as a CO would.
+		deadline := time.Now().Add(d.opts.RPCTimeout)
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			ctx, cancel := context.WithTimeout(context.Background(), d.opts.RPCTimeout)
+			err := f(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if status.Code(err) != codes.Aborted || time.Now().Add(wait).After(deadline) {
+				errs = append(errs, fmt.Errorf("%s: %w", what, err))
+				return
+			}
+			time.Sleep(wait)
+		}
+	}
+	if v.createTried && v.id == "" {
+		// The create may have happened even though we never saw the
+		// id (timeout); CreateVolume is idempotent by name, so ask
+		// again to learn what to delete.
+		call(stepCreate+" (to find the id)", func(ctx context.Context) error {
+			resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v.name))
+			if err == nil {
+				v.id = resp.GetVolume().GetVolumeId()
+			}
+			return err
+		})
+	}
+	if v.id != "" {
+		if v.publishTried {
+			call(stepUnpublish, func(ctx context.Context) error { return d.step(ctx, stepUnpublish, v) })
+		}
+		if v.stageTried {
+			call(stepUnstage, func(ctx context.Context) error { return d.step(ctx, stepUnstage, v) })
+		}
+		if v.ctrlPublished {
+			call(stepCtrlUnpublish, func(ctx context.Context) error { return d.step(ctx, stepCtrlUnpublish, v) })
+		}
+		call(stepDelete, func(ctx context.Context) error { return d.step(ctx, stepDelete, v) })
+	}
+	if err := removeVolumeDirs(v); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// removeVolumeDirs removes the bench's own directories of one volume with
+// os.Remove only: never RemoveAll, which would delete through a mount that
+// a faulty unpublish left behind.
+func removeVolumeDirs(v *volume) error {
+	var errs []error
+	for _, p := range []string{v.target, filepath.Dir(v.target), v.staging, v.dir} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Driver) warn(msg string) {
+	d.warnMu.Lock()
+	defer d.warnMu.Unlock()
+	d.warnings[msg]++
+}
+
+// Warnings returns driver misbehaviour seen that did not fail a cycle,
+// with how often each happened.
+func (d *Driver) Warnings() []string {
+	d.warnMu.Lock()
+	defer d.warnMu.Unlock()
+	var out []string
+	for msg, n := range d.warnings {
+		out = append(out, fmt.Sprintf("%s (%d times)", msg, n))
+	}
+	return out
+}
+
+// HWMKiB returns the driver's VmHWM (peak RSS over its life).
+func (d *Driver) HWMKiB() (int64, error) { return procStatusKB(d.Info.PID, "VmHWM") }
+
+// RSSKiB returns the driver's current VmRSS.
+func (d *Driver) RSSKiB() (int64, error) { return procStatusKB(d.Info.PID, "VmRSS") }
+
+func (d *Driver) exitErr() error {
+	d.waitMu.Lock()
+	defer d.waitMu.Unlock()
+	if d.waitEr == nil {
+		return errors.New("exit status 0")
+	}
+	return d.waitEr
+}
+
+// Stop closes the client and ends the driver with SIGTERM, then SIGKILL
+// after a grace period. A driver that needs SIGKILL is reported as an
+// error: it would not survive a rolling update cleanly either.
+func (d *Driver) Stop() error { return d.stop(true) }
+
+func (d *Driver) stop(reportEarlyExit bool) error {
+	var errs []error
+	if d.conn != nil {
+		if err := d.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close grpc: %w", err))
+		}
+		d.conn = nil
+	}
+	select {
+	case <-d.exited:
+		if reportEarlyExit {
+			errs = append(errs, fmt.Errorf("driver had already exited: %v%s", d.exitErr(), d.logTail()))
+		}
+		return errors.Join(errs...)
+	default:
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		errs = append(errs, fmt.Errorf("SIGTERM driver: %w", err))
+	}
+	select {
+	case <-d.exited:
+		d.ExitStatus = d.exitErr().Error()
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-d.exited
+		errs = append(errs, fmt.Errorf("driver ignored SIGTERM for 10s, killed%s", d.logTail()))
+	}
+	return errors.Join(errs...)
+}
+
+// logTail returns the last lines of the driver log, for error messages.
+func (d *Driver) logTail() string {
+	f, err := os.Open(d.opts.LogPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 20 {
+			lines = lines[1:]
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "\n--- driver log (last lines) ---\n" + strings.Join(lines, "\n")
+}
