@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/loop"
@@ -92,6 +93,10 @@ func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string) (int64,
 // volume's pending flag. Growing a filesystem that already fills its device
 // is a no-op, so a repeat after a crash is harmless.
 func (b *Backend) resize(v *backend.Volume, dev, path string) error {
+	if strings.HasPrefix(v.FsType, "ext") && !mount.CanGrowExtOnline() {
+		return fmt.Errorf("grow %s online: this driver lacks CAP_SYS_RESOURCE, which growing a mounted %s needs; "+
+			"the filesystem grows when the volume is next staged: %w", v.ID, v.FsType, backend.ErrPrecondition)
+	}
 	if _, err := b.resizer.Resize(dev, path); err != nil {
 		return fmt.Errorf("grow filesystem of %s: %w", v.ID, err)
 	}

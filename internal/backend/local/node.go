@@ -56,6 +56,12 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if err := b.formatIfBlank(ctx, dev, image, fsType, req.ReadOnly); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	if v.ResizePending && strings.HasPrefix(fsType, "ext") && !req.ReadOnly {
+		// Grow while unmounted: it needs no privilege beyond the device.
+		if err := b.growOffline(ctx, v, dev, fsType); err != nil {
+			return fmt.Errorf("stage %s: %w", req.ID, err)
+		}
+	}
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
@@ -88,6 +94,17 @@ func (b *Backend) stagingPath(id, asked string) string {
 		return asked
 	}
 	return filepath.Join(b.pool.dir, "staging", id)
+}
+
+func (b *Backend) growOffline(ctx context.Context, v *backend.Volume, dev, fsType string) error {
+	if err := loop.Refresh(dev); err != nil {
+		return err
+	}
+	if err := b.mount.GrowOffline(ctx, dev, fsType); err != nil {
+		return err
+	}
+	v.ResizePending = false
+	return writeVolume(b.pool.volumeDir(v.ID), v)
 }
 
 // resizeIfPending grows the filesystem when the disk grew while the volume
