@@ -12,9 +12,15 @@ import (
 	"github.com/volplug/volplug/internal/bench"
 	"github.com/volplug/volplug/internal/ctl"
 	"github.com/volplug/volplug/internal/demo"
+	"github.com/volplug/volplug/internal/flexdriver"
 )
 
 func main() {
+	// kubelet runs the installed driver as <dir>/volplug~local/local <call>:
+	// the call is argv[1], not a subcommand, so it bypasses cobra.
+	if driver, ok := flexdriver.Invoked(); ok {
+		os.Exit(flexdriver.Main(driver, os.Args[1:]))
+	}
 	root := &cobra.Command{
 		Use:           "volplug",
 		Short:         "Storage for Kubernetes through CSI and FlexVolume",
@@ -26,6 +32,7 @@ func main() {
 		ctl.NewCommand(),
 		demo.NewCommand(),
 		bench.NewCommand(),
+		flexdriver.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "volplug:", err)

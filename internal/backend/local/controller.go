@@ -57,8 +57,24 @@ type Backend struct {
 	formatSem chan struct{}
 }
 
-// New opens (or creates) the pool at dir for the node named node.
+// New opens (or creates) the pool at dir for the node named node, as the
+// pool's one long-running owner: it recovers from a crash first (clears
+// half-done work, thaws filesystems a dead snapshot left frozen).
 func New(dir, node string) (*Backend, error) {
+	b, err := Open(dir, node)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.pool.recover(); err != nil {
+		return nil, err
+	}
+	b.thawAll()
+	return b, nil
+}
+
+// Open opens the pool without recovering it, for short-lived processes
+// that share a pool with others (each FlexVolume call is one).
+func Open(dir, node string) (*Backend, error) {
 	p, err := openPool(dir)
 	if err != nil {
 		return nil, err
@@ -70,7 +86,6 @@ func New(dir, node string) (*Backend, error) {
 		resizer:   mountutils.NewResizeFs(utilexec.New()),
 		formatSem: make(chan struct{}, 8),
 	}
-	b.thawAll()
 	return b, nil
 }
 

@@ -143,6 +143,15 @@ func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
 	if info.FSType == "devtmpfs" { // a raw block volume: the bound node is the root
 		dev = "/dev" + info.Root
 	}
+	return b.VolumeOfDevice(dev)
+}
+
+// VolumeOfDevice names the volume whose image backs loop device dev, or ""
+// when dev is not one of this pool's.
+func (b *Backend) VolumeOfDevice(dev string) (string, error) {
+	if !strings.HasPrefix(dev, "/dev/loop") {
+		return "", nil
+	}
 	backing, err := loop.BackingFile(dev)
 	if err != nil || backing == "" {
 		return "", err
@@ -153,6 +162,14 @@ func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
 		return "", nil // a loop device, but not one of this pool's
 	}
 	return id, nil
+}
+
+// Device returns the loop device of a staged volume, "" when not staged.
+func (b *Backend) Device(id string) (string, error) {
+	if err := checkID(id); err != nil {
+		return "", err
+	}
+	return loop.Find(b.pool.image(id))
 }
 
 // StorageHealth checks the pool: that it can be written, and that it is

@@ -58,23 +58,30 @@ func openPool(dir string) (*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", dir, err)
 	}
-	p := &pool{dir: real}
-	// Half-made and half-removed volumes from a crash are finished off here.
+	return &pool{dir: real}, nil
+}
+
+// recover finishes off what a crash left: half-made and half-removed
+// volumes and snapshots, and group members without their group. Only a
+// pool's long-running owner calls it, at start; short-lived processes
+// sharing the pool (FlexVolume calls) must not, as they would remove
+// another process's work in progress.
+func (p *pool) recover() error {
 	for _, d := range []string{tmpDir, trashDir} {
-		entries, err := os.ReadDir(filepath.Join(real, d))
+		entries, err := os.ReadDir(filepath.Join(p.dir, d))
 		if err != nil {
-			return nil, fmt.Errorf("pool %s: %w", dir, err)
+			return fmt.Errorf("pool %s: %w", p.dir, err)
 		}
 		for _, e := range entries {
-			if err := os.RemoveAll(filepath.Join(real, d, e.Name())); err != nil {
-				return nil, fmt.Errorf("pool %s: clear %s: %w", dir, e.Name(), err)
+			if err := os.RemoveAll(filepath.Join(p.dir, d, e.Name())); err != nil {
+				return fmt.Errorf("pool %s: clear %s: %w", p.dir, e.Name(), err)
 			}
 		}
 	}
 	if err := p.clearOrphans(); err != nil {
-		return nil, fmt.Errorf("pool %s: %w", dir, err)
+		return fmt.Errorf("pool %s: %w", p.dir, err)
 	}
-	return p, nil
+	return nil
 }
 
 func hashName(name string) string {

@@ -1,0 +1,29 @@
+package flexdriver
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// parseSize reads a size as Kubernetes writes quantities ("1Gi", "1.5G",
+// "1073741824") into bytes, rounding a fraction of a byte up; "" is 0 (the
+// backend's default).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	// ParseQuantity takes a bare suffix ("Gi") as zero; a size needs a number.
+	if err != nil || q.Sign() < 0 || !strings.ContainsAny(s[:1], "0123456789.") {
+		return 0, fmt.Errorf("%q is not a size like 1Gi, 500M or 1073741824", s)
+	}
+	n := q.Value() // rounds up; saturates at MaxInt64
+	if n == math.MaxInt64 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n, nil
+}

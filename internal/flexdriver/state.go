@@ -1,0 +1,158 @@
+package flexdriver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// state is what the driver keeps on the node between calls, under
+// <pool>/flex/. Every call is a new process, so locks are flock(2)s on
+// files and records are files, each replaced atomically.
+//
+//	locks/<key>.lock        one per volume, plus "pool" for opening and creating
+//	records/<kind>-<hash>   a record per mount made and per name attached
+//	staging/<volumeID>      where `mount` stages a volume when kubelet did not
+type state struct {
+	dir string
+}
+
+// Kinds of record. A path record lets unmount and unmountdevice find their
+// volume when the kernel no longer shows the mount (a crash half-way); a
+// name record lets detach, which is given only the PV's name, find a volume
+// that was attached by a `volumeID` or `image` option.
+const (
+	recStage   = "stage"   // key: a device mount path
+	recPublish = "publish" // key: a pod volume directory
+	recName    = "name"    // key: kubernetes.io/pvOrVolumeName
+)
+
+type record struct {
+	Kind     string `json:"kind"`
+	Key      string `json:"key"`
+	VolumeID string `json:"volumeID"`
+}
+
+func newState(pool string) (*state, error) {
+	s := &state{dir: filepath.Join(pool, "flex")}
+	for _, d := range []string{"locks", "records", "staging"} {
+		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *state) staging(id string) string { return filepath.Join(s.dir, "staging", id) }
+
+// lock takes an exclusive flock on key, waiting for it. The kernel drops it
+// if the process dies, so a crashed call never leaves a volume locked.
+func (s *state) lock(key string) (unlock func(), err error) {
+	return s.flock(key, unix.LOCK_EX)
+}
+
+// tryLock is lock without waiting; ok is false when someone holds key.
+func (s *state) tryLock(key string) (unlock func(), ok bool) {
+	unlock, err := s.flock(key, unix.LOCK_EX|unix.LOCK_NB)
+	return unlock, err == nil
+}
+
+func (s *state) flock(key string, how int) (func(), error) {
+	path := filepath.Join(s.dir, "locks", key+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", key, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", key, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
+
+func (s *state) recordPath(kind, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return filepath.Join(s.dir, "records", kind+"-"+hex.EncodeToString(sum[:16]))
+}
+
+func (s *state) put(kind, key, id string) error {
+	data, err := json.Marshal(record{Kind: kind, Key: key, VolumeID: id})
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "records"), ".tmp-")
+	if err != nil {
+		return fmt.Errorf("record %s: %w", key, err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), s.recordPath(kind, key))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("record %s: %w", key, err)
+	}
+	return nil
+}
+
+// get returns the volume ID recorded for key, "" when there is none.
+func (s *state) get(kind, key string) (string, error) {
+	data, err := os.ReadFile(s.recordPath(kind, key))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("record %s: %w", key, err)
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil || r.Key != key {
+		return "", fmt.Errorf("record %s is damaged", key)
+	}
+	return r.VolumeID, nil
+}
+
+func (s *state) del(kind, key string) error {
+	if err := os.Remove(s.recordPath(kind, key)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("record %s: %w", key, err)
+	}
+	return nil
+}
+
+// keys returns the keys of every record of kind for volume id.
+func (s *state) keys(kind, id string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "records"))
+	if err != nil {
+		return nil, fmt.Errorf("records: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), kind+"-") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.dir, "records", e.Name()))
+		if err != nil {
+			continue // removed meanwhile
+		}
+		var r record
+		if json.Unmarshal(data, &r) == nil && r.VolumeID == id {
+			out = append(out, r.Key)
+		}
+	}
+	return out, nil
+}
