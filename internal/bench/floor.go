@@ -150,7 +150,13 @@ func (f *Floor) Cycle(ctx context.Context, name string) (durs []time.Duration, e
 // run executes one tool and returns its stdout; stderr goes into the error
 // because that is where the tools say what went wrong.
 func (f *Floor) run(ctx context.Context, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
+	return runTool(ctx, f.Timeout, name, args...)
+}
+
+// runTool runs one system tool directly (no shell) with a timeout and
+// returns its stdout; stderr goes into the error.
+func runTool(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, name, args...)

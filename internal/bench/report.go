@@ -28,6 +28,7 @@ type Report struct {
 	Levels     []Level     `json:"levels"`
 	Memory     Memory      `json:"memory"`
 	Headline   Headline    `json:"headline"`
+	Snapshots  *SnapshotSection `json:"snapshots,omitempty"`
 	Notes      []string    `json:"notes,omitempty"`
 	Errors     []string    `json:"errors,omitempty"`
 	Leftovers  *Leftovers  `json:"leftovers,omitempty"`
@@ -208,7 +209,14 @@ func (r *Report) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
 	p := func(format string, a ...any) { fmt.Fprintf(ew, format, a...) }
 	if len(r.Levels) == 0 {
-		// Nothing measured: only the errors are worth printing.
+		// No load measured (--snapshots-only, or an early failure):
+		// only the snapshot section and the errors are worth printing.
+		if r.Snapshots != nil {
+			if err := r.writeSnapshots(ew); err != nil {
+				return err
+			}
+			p("\n")
+		}
 		return r.writeTail(ew)
 	}
 
@@ -341,6 +349,12 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 
 	p("\n")
+	if r.Snapshots != nil {
+		if err := r.writeSnapshots(ew); err != nil {
+			return err
+		}
+		p("\n")
+	}
 	return r.writeTail(ew)
 }
 
@@ -382,9 +396,12 @@ func orDash(s string) string {
 }
 
 func sizeString(b int64) string {
-	const gib = 1 << 30
+	const gib, mib = 1 << 30, 1 << 20
 	if b%gib == 0 {
 		return fmt.Sprintf("%d GiB", b/gib)
+	}
+	if b%mib == 0 {
+		return fmt.Sprintf("%d MiB", b/mib)
 	}
 	return fmt.Sprintf("%d bytes", b)
 }

@@ -29,6 +29,14 @@ type Config struct {
 	Rounds      int           // alternating floor/driver rounds per level (see Rounds)
 	DriverLog   string        // keep the driver's log here ("" = inside the temp dir, removed)
 	Progress    io.Writer     // progress lines; nil = none
+
+	// The snapshot and clone section (see runSnapshots).
+	Snapshots       bool  // run it after the load
+	SnapshotsOnly   bool  // run only it
+	SnapIterations  int   // snapshots, restores and clones per pool (0 = 5)
+	SnapVolumeBytes int64 // source volume size (0 = 1 GiB)
+	SnapWriteBytes  int64 // data written to it first (0 = 512 MiB)
+	SnapPoolBytes   int64 // the xfs reflink pool's image (0 = 8 GiB)
 }
 
 // DefaultCycles is enough cycles for a p99 that is not simply the maximum
@@ -75,6 +83,23 @@ func (c *Config) defaults() error {
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
+	}
+	if c.SnapIterations < 1 {
+		c.SnapIterations = 5
+	}
+	if c.SnapVolumeBytes == 0 {
+		c.SnapVolumeBytes = 1 << 30
+	}
+	if c.SnapWriteBytes == 0 {
+		c.SnapWriteBytes = 512 << 20
+	}
+	if c.SnapWriteBytes >= c.SnapVolumeBytes {
+		return fmt.Errorf("snapshot data %d bytes: must be less than the volume (%d bytes), which holds a filesystem too", c.SnapWriteBytes, c.SnapVolumeBytes)
+	}
+	if c.SnapPoolBytes == 0 {
+		// Room for the source, a restored volume and a clone at full
+		// size (the driver counts shared images as such) and the floor.
+		c.SnapPoolBytes = 8 << 30
 	}
 	return nil
 }

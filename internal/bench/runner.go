@@ -26,6 +26,7 @@ import (
 type DriverOptions struct {
 	Binary       string        // volplug binary to run as `<binary> csi ...`
 	Dir          string        // private work dir: socket, pool and volume dirs
+	Pool         string        // --pool; "" = <Dir>/pool (the snapshot section puts it on its own filesystem)
 	NodeID       string        // --node-id, checked against NodeGetInfo
 	Attach       bool          // pass --enable-attach
 	LogPath      string        // driver stdout+stderr go here
@@ -45,6 +46,8 @@ type DriverInfo struct {
 	AttachRequested   bool   `json:"attach_requested"`
 	ControllerPublish bool   `json:"controller_publish"`
 	StageUnstage      bool   `json:"stage_unstage"`
+	Snapshots         bool   `json:"create_delete_snapshot"`
+	Clones            bool   `json:"clone_volume"`
 }
 
 // Driver is a running `volplug csi` child process and a gRPC client to it.
@@ -90,7 +93,10 @@ const (
 // capabilities. On error nothing is left running.
 func StartDriver(ctx context.Context, o DriverOptions) (d *Driver, err error) {
 	sock := filepath.Join(o.Dir, "csi.sock")
-	pool := filepath.Join(o.Dir, "pool")
+	pool := o.Pool
+	if pool == "" {
+		pool = filepath.Join(o.Dir, "pool")
+	}
 	volDir := filepath.Join(o.Dir, "vols")
 	for _, p := range []string{pool, volDir} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
@@ -248,6 +254,10 @@ func (d *Driver) discover(ctx context.Context) error {
 			canCreate = true
 		case csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME:
 			d.Info.ControllerPublish = true
+		case csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT:
+			d.Info.Snapshots = true
+		case csi.ControllerServiceCapability_RPC_CLONE_VOLUME:
+			d.Info.Clones = true
 		}
 	}
 	if !canCreate {
@@ -304,6 +314,7 @@ type volume struct {
 	ctrlPublished  bool
 	stageTried     bool
 	publishTried   bool
+	source         *csi.VolumeContentSource // restore or clone; nil = empty volume
 	volumeContext  map[string]string
 	publishContext map[string]string
 }
@@ -360,7 +371,7 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 	switch step {
 	case stepCreate:
 		v.createTried = true
-		resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v.name))
+		resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v))
 		if err != nil {
 			return err
 		}
@@ -439,11 +450,15 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 	return nil
 }
 
-func (d *Driver) createRequest(name string) *csi.CreateVolumeRequest {
+// createRequest is also what teardown re-sends to learn a lost volume id,
+// so it carries the content source: CreateVolume is idempotent only for
+// the same request.
+func (d *Driver) createRequest(v *volume) *csi.CreateVolumeRequest {
 	return &csi.CreateVolumeRequest{
-		Name:               name,
-		CapacityRange:      &csi.CapacityRange{RequiredBytes: d.opts.SizeBytes},
-		VolumeCapabilities: []*csi.VolumeCapability{d.cap},
+		Name:                v.name,
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: d.opts.SizeBytes},
+		VolumeCapabilities:  []*csi.VolumeCapability{d.cap},
+		VolumeContentSource: v.source,
 	}
 }
 
@@ -475,7 +490,7 @@ func (d *Driver) teardown(v *volume) error {
 		// id (timeout); CreateVolume is idempotent by name, so ask
 		// again to learn what to delete.
 		call(stepCreate+" (to find the id)", func(ctx context.Context) error {
-			resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v.name))
+			resp, err := d.ctrl.CreateVolume(ctx, d.createRequest(v))
 			if err == nil {
 				v.id = resp.GetVolume().GetVolumeId()
 			}

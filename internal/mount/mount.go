@@ -10,10 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,8 +59,8 @@ func (m *Mounter) DiskFormat(dev string) (string, error) {
 var mkfsArgs = map[string][]string{
 	// 4 KiB blocks always: mke2fs picks 1 KiB for small volumes, which a
 	// loop device doing direct I/O on a 4 KiB-sector pool cannot mount.
-	"ext4": {"-q", "-m0", "-b", "4096", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"},
-	"ext3": {"-q", "-m0", "-b", "4096", "-E", "nodiscard"},
+	"ext4":  {"-q", "-m0", "-b", "4096", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"},
+	"ext3":  {"-q", "-m0", "-b", "4096", "-E", "nodiscard"},
 	"xfs":   {"-q", "-K"},
 	"btrfs": {"-q", "-K"},
 }
@@ -276,4 +278,42 @@ func CanGrowExtOnline() bool {
 		return false
 	}
 	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
+}
+
+// ExtNeedsGrowth reports whether the ext filesystem on dev is smaller than
+// dev, from its superblock (dumpe2fs -h): mount-utils leaves that check to
+// resize2fs, which a process without CAP_SYS_RESOURCE cannot run online.
+func ExtNeedsGrowth(ctx context.Context, dev string) (bool, error) {
+	out, err := exec.CommandContext(ctx, "dumpe2fs", "-h", dev).Output()
+	if err != nil {
+		return false, fmt.Errorf("dumpe2fs %s: %w", dev, err)
+	}
+	var blocks, blockSize int64
+	for _, line := range strings.Split(string(out), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+		switch {
+		case err != nil:
+		case key == "Block count":
+			blocks = n
+		case key == "Block size":
+			blockSize = n
+		}
+	}
+	if blocks == 0 || blockSize == 0 {
+		return false, fmt.Errorf("dumpe2fs %s: no block count or size in its output", dev)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return false, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	return size/blockSize > blocks, nil
 }

@@ -22,13 +22,14 @@ import (
 type variant struct {
 	name       string
 	accessType string // mount or block
+	fsType     string // by storage-class parameter; "" for the default, ext4
 	attach     bool
 	maxPerNode int64
 }
 
 var variants = []variant{
-	{name: "mount, attach", accessType: "mount", attach: true, maxPerNode: 4},
-	{name: "mount, no attach", accessType: "mount"},
+	{name: "mount ext4, attach", accessType: "mount", attach: true, maxPerNode: 4},
+	{name: "mount xfs, no attach", accessType: "mount", fsType: "xfs"},
 	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
 	{name: "block, no attach", accessType: "block"},
 }
@@ -50,6 +51,9 @@ func TestSanity(t *testing.T) {
 		cfg.TestVolumeAccessType = v.accessType
 		cfg.TestNodeVolumeAttachLimit = v.maxPerNode > 0
 		cfg.IdempotentCount = 3
+		if v.fsType != "" {
+			cfg.TestVolumeParameters = map[string]string{"fsType": v.fsType}
+		}
 		Describe(v.name, func() { sanity.GinkgoTest(&cfg) })
 	}
 	RegisterFailHandler(Fail)

@@ -94,12 +94,19 @@ func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string) (int64,
 // is a no-op, so a repeat after a crash is harmless.
 func (b *Backend) resize(v *backend.Volume, dev, path string) error {
 	if strings.HasPrefix(v.FsType, "ext") && !mount.CanGrowExtOnline() {
+		if need, err := mount.ExtNeedsGrowth(context.Background(), dev); err == nil && !need {
+			return b.clearPending(v) // already the device's size
+		}
 		return fmt.Errorf("grow %s online: this driver lacks CAP_SYS_RESOURCE, which growing a mounted %s needs; "+
 			"the filesystem grows when the volume is next staged: %w", v.ID, v.FsType, backend.ErrPrecondition)
 	}
 	if _, err := b.resizer.Resize(dev, path); err != nil {
 		return fmt.Errorf("grow filesystem of %s: %w", v.ID, err)
 	}
+	return b.clearPending(v)
+}
+
+func (b *Backend) clearPending(v *backend.Volume) error {
 	if !v.ResizePending {
 		return nil
 	}
