@@ -119,7 +119,10 @@ func (b *Backend) NodeHealth(ctx context.Context, id string) (*backend.Health, e
 			addProblem(h, backend.Inaccessible, "the mount at %s is corrupted: %v", path, err)
 			continue
 		}
-		superRO := slices.Contains(strings.Split(info.VFSOptions, ","), "ro")
+		// Kernels since 6.x say "emergency_ro" for a read-only switch after
+		// errors; older ones just "ro".
+		super := strings.Split(info.VFSOptions, ",")
+		superRO := slices.Contains(super, "ro") || slices.Contains(super, "emergency_ro")
 		mountRW := slices.Contains(strings.Split(info.Options, ","), "rw")
 		if superRO && mountRW {
 			addProblem(h, backend.Degraded, "the filesystem at %s was made read-only by the kernel, most likely after I/O errors", path)
