@@ -46,7 +46,7 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 	if bc.Clones {
 		types = append(types, csi.ControllerServiceCapability_RPC_CLONE_VOLUME)
 	}
-	if bc.Expansion {
+	if bc.Expansion && !s.d.opts.ExpandOnNode {
 		types = append(types, csi.ControllerServiceCapability_RPC_EXPAND_VOLUME)
 	}
 	if bc.Health {

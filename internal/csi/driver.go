@@ -34,6 +34,12 @@ type Options struct {
 	EnableAttach bool
 	// MaxVolumesPerNode caps attached volumes per node (0: no cap).
 	MaxVolumesPerNode int64
+	// ExpandOnNode makes NodeExpandVolume grow the disk as well as the
+	// filesystem, and hides ControllerExpandVolume. For deployments where
+	// the controller cannot run beside the data: the external-resizer has
+	// no per-node mode, and without the controller capability it only
+	// records the new size, leaving the work to kubelet on the right node.
+	ExpandOnNode bool
 }
 
 // driverName is the rule csi-sanity and Kubernetes apply to driver names.

@@ -224,6 +224,11 @@ func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVo
 		return nil, err
 	}
 	defer release()
+	if want := req.GetCapacityRange().GetRequiredBytes(); s.d.opts.ExpandOnNode && want > 0 {
+		if _, _, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), want); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	size, err := s.d.backend.ExpandFilesystem(ctx, req.GetVolumeId(), path)
 	if err != nil {
 		return nil, toStatus(err)

@@ -25,11 +25,14 @@ type variant struct {
 	fsType     string // by storage-class parameter; "" for the default, ext4
 	attach     bool
 	maxPerNode int64
+	// expandOnNode: the deployment mode where NodeExpandVolume grows the
+	// disk (xfs: online growth needs no capability this sandbox lacks).
+	expandOnNode bool
 }
 
 var variants = []variant{
 	{name: "mount ext4, attach", accessType: "mount", attach: true, maxPerNode: 4},
-	{name: "mount xfs, no attach", accessType: "mount", fsType: "xfs"},
+	{name: "mount xfs, no attach, expand on node", accessType: "mount", fsType: "xfs", expandOnNode: true},
 	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
 	{name: "block, no attach", accessType: "block"},
 }
@@ -69,7 +72,7 @@ func startDriver(t *testing.T, base string, v variant) string {
 	}
 	d, err := csi.New(csi.Options{
 		Name: "local.csi.volplug.io", NodeID: "sanity-node",
-		EnableAttach: v.attach, MaxVolumesPerNode: v.maxPerNode,
+		EnableAttach: v.attach, MaxVolumesPerNode: v.maxPerNode, ExpandOnNode: v.expandOnNode,
 	}, b)
 	if err != nil {
 		t.Fatal(err)
