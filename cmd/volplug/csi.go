@@ -76,9 +76,14 @@ published as a raw block device.`,
 	return cmd
 }
 
-// addKlogFlags exposes klog's -v and friends as --v etc.
+// addKlogFlags exposes klog's verbosity flags (--v, --vmodule); logs go to
+// stderr, where the container runtime collects them.
 func addKlogFlags(cmd *cobra.Command) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
-	cmd.Flags().AddGoFlagSet(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "v" || f.Name == "vmodule" {
+			cmd.Flags().AddGoFlag(f)
+		}
+	})
 }

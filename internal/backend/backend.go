@@ -43,8 +43,13 @@ type Volume struct {
 	// Parameters are the storage-class parameters it was created with.
 	Parameters map[string]string `json:"parameters,omitempty"`
 	// AttachedTo lists the nodes the volume is attached to (ControllerPublish).
-	AttachedTo []string  `json:"attachedTo,omitempty"`
-	Created    time.Time `json:"created"`
+	AttachedTo []string `json:"attachedTo,omitempty"`
+	// AttachedReadOnly is set when the attachment allows reading only.
+	AttachedReadOnly bool `json:"attachedReadOnly,omitempty"`
+	// Mutable are the parameters that can change over the volume's life
+	// (CSI's VolumeAttributesClass), such as "directIO".
+	Mutable map[string]string `json:"mutable,omitempty"`
+	Created time.Time         `json:"created"`
 	// Source is the snapshot or volume the volume was made from, if any.
 	Source string `json:"source,omitempty"`
 	// Ephemeral volumes live and die with one pod (CSI inline volumes).
@@ -118,6 +123,7 @@ type Capabilities struct {
 	Health         bool
 	Block          bool
 	Ephemeral      bool
+	Modify         bool
 }
 
 // CreateRequest asks for a new volume. Size limits are already resolved
@@ -133,6 +139,8 @@ type CreateRequest struct {
 	SourceSnapshot string
 	SourceVolume   string
 	Ephemeral      bool
+	// Mutable are the initial mutable parameters.
+	Mutable map[string]string
 }
 
 // StageRequest prepares a volume on this node (attach, format, mount).
@@ -165,9 +173,13 @@ type Controller interface {
 	ListVolumes(ctx context.Context) ([]*Volume, error)
 	// Capacity is the size of the largest volume that can still be made.
 	Capacity(ctx context.Context) (int64, error)
-	// Attach records that the volume is attached to node, failing with
-	// ErrLimit when node already has maxPerNode volumes (0: no limit).
-	Attach(ctx context.Context, id, node string, maxPerNode int) error
+	// Attach records that the volume is attached to node, read-only or
+	// not, failing with ErrLimit when node already has maxPerNode volumes
+	// (0: no limit) and with ErrAlreadyExists when it is attached with the
+	// other read-only setting.
+	Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error
+	// ModifyVolume changes mutable parameters; unknown ones are ErrInvalid.
+	ModifyVolume(ctx context.Context, id string, params map[string]string) error
 	Detach(ctx context.Context, id, node string) error
 	// ExpandVolume grows the volume to at least size and returns its new
 	// size, and whether its filesystem must still be grown on the node.

@@ -37,8 +37,18 @@ NodeStage, NodePublish and back to DeleteVolume) at several concurrency
 levels. Beside it, it runs the floor: truncate, losetup, mkfs, mount,
 bind mount and back, with the system tools. It reports p50/p99 latencies,
 volumes per second, the driver's resident memory, and every figure as a
-ratio to the floor. Needs root. Everything happens in a private temp dir,
-which is verified to hold no mount or loop device at the end.`,
+ratio to the floor.
+
+Then (--snapshots, on by default; --snapshots-only for just this) it
+writes 512 MiB into a staged 1 GiB volume and times CreateSnapshot,
+DeleteSnapshot, CreateVolume from the snapshot and from the volume, and
+NodeStage of the restored volume, on two pools: a directory of the
+machine's filesystem ("plain") and an xfs with reflink=1 that the bench
+makes on a loop device ("reflink"; skipped without mkfs.xfs). The floor is
+cp of the same image (--sparse=always on plain, --reflink=always on xfs).
+
+Needs root. Everything happens in a private temp dir, which is verified to
+hold no mount or loop device at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -47,6 +57,9 @@ which is verified to hold no mount or loop device at the end.`,
 			}
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: want text or json", output)
+			}
+			if cfg.SnapIterations < 1 {
+				return fmt.Errorf("--snap-iterations %d: must be at least 1", cfg.SnapIterations)
 			}
 			if sizeGiB < 1 {
 				return fmt.Errorf("--size-gib %d: must be at least 1", sizeGiB)
@@ -93,6 +106,9 @@ which is verified to hold no mount or loop device at the end.`,
 	f.IntVar(&cfg.MaxErrors, "max-errors", 0, "failed cycles tolerated per level before stopping")
 	f.DurationVar(&cfg.RPCTimeout, "rpc-timeout", 2*time.Minute, "timeout of each RPC and each floor command")
 	f.DurationVar(&cfg.SampleEvery, "rss-interval", 20*time.Millisecond, "driver RSS sampling interval")
+	f.BoolVar(&cfg.Snapshots, "snapshots", true, "after the load, measure snapshots, restores and clones on a plain and a reflink (xfs) pool")
+	f.BoolVar(&cfg.SnapshotsOnly, "snapshots-only", false, "measure only snapshots, restores and clones")
+	f.IntVar(&cfg.SnapIterations, "snap-iterations", 5, "snapshots, restores and clones per pool")
 	return cmd
 }
 

@@ -19,20 +19,20 @@ const (
 // Report is everything one run measured. Durations are in milliseconds and
 // sizes in MiB so that the JSON reads without unit conversion.
 type Report struct {
-	Started    time.Time   `json:"started"`
-	Setup      Setup       `json:"setup"`
-	Driver     DriverInfo  `json:"driver"`
-	DriverExit string      `json:"driver_exit,omitempty"`
-	Steps      []string    `json:"driver_steps"`
-	FloorSteps []string    `json:"floor_steps"`
-	Levels     []Level     `json:"levels"`
-	Memory     Memory      `json:"memory"`
-	Headline   Headline    `json:"headline"`
+	Started    time.Time        `json:"started"`
+	Setup      Setup            `json:"setup"`
+	Driver     DriverInfo       `json:"driver"`
+	DriverExit string           `json:"driver_exit,omitempty"`
+	Steps      []string         `json:"driver_steps"`
+	FloorSteps []string         `json:"floor_steps"`
+	Levels     []Level          `json:"levels"`
+	Memory     Memory           `json:"memory"`
+	Headline   Headline         `json:"headline"`
 	Snapshots  *SnapshotSection `json:"snapshots,omitempty"`
-	Notes      []string    `json:"notes,omitempty"`
-	Errors     []string    `json:"errors,omitempty"`
-	Leftovers  *Leftovers  `json:"leftovers,omitempty"`
-	Duration   JSONSeconds `json:"duration_s"`
+	Notes      []string         `json:"notes,omitempty"`
+	Errors     []string         `json:"errors,omitempty"`
+	Leftovers  *Leftovers       `json:"leftovers,omitempty"`
+	Duration   JSONSeconds      `json:"duration_s"`
 }
 
 // Setup records the run's parameters.

@@ -162,108 +162,123 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		err = errors.Join(errs...)
 	}()
 
-	if err := os.Mkdir(floor.Dir, 0o700); err != nil {
-		fail(fmt.Errorf("create floor dir: %w", err))
-		return rep, nil
-	}
-	progress("starting driver: %s csi --backend=local (dir %s)", cfg.Binary, root)
-	drv, err = StartDriver(ctx, DriverOptions{
-		Binary: cfg.Binary, Dir: driverDir, NodeID: "bench-node", Attach: cfg.Attach,
-		LogPath: logPath, StartTimeout: 30 * time.Second, RPCTimeout: cfg.RPCTimeout,
-		SizeBytes: cfg.SizeBytes, FsType: cfg.FsType,
-	})
-	if err != nil {
-		drv = nil // StartDriver already stopped it
-		fail(fmt.Errorf("start driver: %w", err))
-		return rep, nil
-	}
-	rep.Driver = drv.Info
-	rep.Steps = drv.Steps()
-	if cfg.Attach && !drv.Info.ControllerPublish {
-		rep.Notes = append(rep.Notes, "--attach given but the driver does not advertise PUBLISH_UNPUBLISH_VOLUME")
-	}
+	// The load: driver and floor cycles at each concurrency level. A
+	// return ends it early; fail has said why.
+	load := func() {
+		if err := os.Mkdir(floor.Dir, 0o700); err != nil {
+			fail(fmt.Errorf("create floor dir: %w", err))
+			return
+		}
+		progress("starting driver: %s csi --backend=local (dir %s)", cfg.Binary, root)
+		drv, err = StartDriver(ctx, DriverOptions{
+			Binary: cfg.Binary, Dir: driverDir, NodeID: "bench-node", Attach: cfg.Attach,
+			LogPath: logPath, StartTimeout: 30 * time.Second, RPCTimeout: cfg.RPCTimeout,
+			SizeBytes: cfg.SizeBytes, FsType: cfg.FsType,
+		})
+		if err != nil {
+			drv = nil // StartDriver already stopped it
+			fail(fmt.Errorf("start driver: %w", err))
+			return
+		}
+		rep.Driver = drv.Info
+		rep.Steps = drv.Steps()
+		if cfg.Attach && !drv.Info.ControllerPublish {
+			rep.Notes = append(rep.Notes, "--attach given but the driver does not advertise PUBLISH_UNPUBLISH_VOLUME")
+		}
 
-	// Idle: after start-up settled, before any volume work.
-	time.Sleep(300 * time.Millisecond)
-	idle, err := drv.RSSKiB()
-	if err != nil {
-		fail(fmt.Errorf("idle RSS: %w", err))
-		return rep, nil
-	}
-	rep.Memory.IdleMiB = KiBToMiB(idle)
+		// Idle: after start-up settled, before any volume work.
+		time.Sleep(300 * time.Millisecond)
+		idle, err := drv.RSSKiB()
+		if err != nil {
+			fail(fmt.Errorf("idle RSS: %w", err))
+			return
+		}
+		rep.Memory.IdleMiB = KiBToMiB(idle)
 
-	if cfg.Warmup > 0 {
-		progress("warm-up: %d cycles each", cfg.Warmup)
-		for _, side := range []struct {
-			name string
-			c    Cycler
-		}{{"floor", floor}, {"driver", drv}} {
-			r := RunLevel(ctx, side.c, 1, cfg.Warmup, "warm-"+side.name, 0)
-			if len(r.Errors) > 0 {
-				fail(fmt.Errorf("warm-up %s: %w", side.name, r.Errors[0]))
-				return rep, nil
+		if cfg.Warmup > 0 {
+			progress("warm-up: %d cycles each", cfg.Warmup)
+			for _, side := range []struct {
+				name string
+				c    Cycler
+			}{{"floor", floor}, {"driver", drv}} {
+				r := RunLevel(ctx, side.c, 1, cfg.Warmup, "warm-"+side.name, 0)
+				if len(r.Errors) > 0 {
+					fail(fmt.Errorf("warm-up %s: %w", side.name, r.Errors[0]))
+					return
+				}
 			}
 		}
-	}
 
-	var samples int
-	for _, c := range cfg.Levels {
-		n := cfg.Cycles
-		if n == 0 {
-			n = DefaultCycles(c)
-		}
-		lvl := Level{Concurrency: c}
-		withFloor := cfg.FloorAll || c == 1
-		// Floor and driver alternate in rounds so that whatever else
-		// the machine does meanwhile weighs on both sides alike.
-		rounds := 1
-		if withFloor {
-			rounds = Rounds(cfg.Rounds, c, n)
-		}
-		var fr, dr LevelResult
-		var peak int64
-		var serr error
-		for round := range rounds {
-			share := n/rounds + btoi(round < n%rounds)
+		var samples int
+		for _, c := range cfg.Levels {
+			n := cfg.Cycles
+			if n == 0 {
+				n = DefaultCycles(c)
+			}
+			lvl := Level{Concurrency: c}
+			withFloor := cfg.FloorAll || c == 1
+			// Floor and driver alternate in rounds so that whatever else
+			// the machine does meanwhile weighs on both sides alike.
+			rounds := 1
 			if withFloor {
-				fr.Merge(RunLevel(ctx, floor, c, share, fmt.Sprintf("f%d-%d", c, round), cfg.MaxErrors-len(fr.Errors)))
+				rounds = Rounds(cfg.Rounds, c, n)
 			}
-			sampler := StartRSSSampler(drv.Info.PID, cfg.SampleEvery)
-			dr.Merge(RunLevel(ctx, drv, c, share, fmt.Sprintf("v%d-%d", c, round), cfg.MaxErrors-len(dr.Errors)))
-			p, ns, err := sampler.Stop()
-			peak, samples = max(peak, p), samples+ns
-			if err != nil && serr == nil {
-				serr = err
+			var fr, dr LevelResult
+			var peak int64
+			var serr error
+			for round := range rounds {
+				share := n/rounds + btoi(round < n%rounds)
+				if withFloor {
+					fr.Merge(RunLevel(ctx, floor, c, share, fmt.Sprintf("f%d-%d", c, round), cfg.MaxErrors-len(fr.Errors)))
+				}
+				sampler := StartRSSSampler(drv.Info.PID, cfg.SampleEvery)
+				dr.Merge(RunLevel(ctx, drv, c, share, fmt.Sprintf("v%d-%d", c, round), cfg.MaxErrors-len(dr.Errors)))
+				p, ns, err := sampler.Stop()
+				peak, samples = max(peak, p), samples+ns
+				if err != nil && serr == nil {
+					serr = err
+				}
+				if len(fr.Errors) > cfg.MaxErrors || len(dr.Errors) > cfg.MaxErrors || ctx.Err() != nil {
+					break
+				}
 			}
-			if len(fr.Errors) > cfg.MaxErrors || len(dr.Errors) > cfg.MaxErrors || ctx.Err() != nil {
+			if withFloor {
+				lvl.Floor = seriesOf(fr, floorSteps)
+				progress("floor  c=%-3d %4d cycles in %5.1fs  p50 %s ms  %s vol/s",
+					c, len(fr.Totals), fr.Wall.Seconds(), fmtMS(lvl.Floor.Cycle.P50MS, lvl.Floor.Cycle.N), fmtRate(lvl.Floor.Throughput))
+				cycleErrors(rep, fail, "floor", c, fr.Errors, cfg.MaxErrors)
+			}
+			r := dr
+			lvl.Driver = seriesOf(r, drv.Steps())
+			lvl.Driver.PeakRSSMiB = KiBToMiB(peak)
+			if lvl.Driver.PeakRSSMiB >= rep.Memory.PeakMiB {
+				rep.Memory.PeakMiB, rep.Memory.PeakAt = lvl.Driver.PeakRSSMiB, c
+			}
+			progress("driver c=%-3d %4d cycles in %5.1fs  p50 %s ms  %s vol/s  peak RSS %.1f MiB  (%d rounds)",
+				c, len(r.Totals), r.Wall.Seconds(), fmtMS(lvl.Driver.Cycle.P50MS, lvl.Driver.Cycle.N), fmtRate(lvl.Driver.Throughput), lvl.Driver.PeakRSSMiB, rounds)
+			rep.Levels = append(rep.Levels, lvl)
+			if serr != nil {
+				fail(fmt.Errorf("sample driver RSS: %w", serr))
+			}
+			cycleErrors(rep, fail, "driver", c, r.Errors, cfg.MaxErrors)
+			if len(errs) > 0 || ctx.Err() != nil {
 				break
 			}
 		}
-		if withFloor {
-			lvl.Floor = seriesOf(fr, floorSteps)
-			progress("floor  c=%-3d %4d cycles in %5.1fs  p50 %s ms  %s vol/s",
-				c, len(fr.Totals), fr.Wall.Seconds(), fmtMS(lvl.Floor.Cycle.P50MS, lvl.Floor.Cycle.N), fmtRate(lvl.Floor.Throughput))
-			cycleErrors(rep, fail, "floor", c, fr.Errors, cfg.MaxErrors)
-		}
-		r := dr
-		lvl.Driver = seriesOf(r, drv.Steps())
-		lvl.Driver.PeakRSSMiB = KiBToMiB(peak)
-		if lvl.Driver.PeakRSSMiB >= rep.Memory.PeakMiB {
-			rep.Memory.PeakMiB, rep.Memory.PeakAt = lvl.Driver.PeakRSSMiB, c
-		}
-		progress("driver c=%-3d %4d cycles in %5.1fs  p50 %s ms  %s vol/s  peak RSS %.1f MiB  (%d rounds)",
-			c, len(r.Totals), r.Wall.Seconds(), fmtMS(lvl.Driver.Cycle.P50MS, lvl.Driver.Cycle.N), fmtRate(lvl.Driver.Throughput), lvl.Driver.PeakRSSMiB, rounds)
-		rep.Levels = append(rep.Levels, lvl)
-		if serr != nil {
-			fail(fmt.Errorf("sample driver RSS: %w", serr))
-		}
-		cycleErrors(rep, fail, "driver", c, r.Errors, cfg.MaxErrors)
-		if len(errs) > 0 || ctx.Err() != nil {
-			break
+		rep.Memory.Samples = samples
+		rep.compare()
+	}
+	if !cfg.SnapshotsOnly {
+		load()
+	}
+	if (cfg.Snapshots || cfg.SnapshotsOnly) && len(errs) == 0 && ctx.Err() == nil {
+		sec, notes, serrs := runSnapshots(ctx, cfg, root, logPath, progress)
+		rep.Snapshots = sec
+		rep.Notes = append(rep.Notes, notes...)
+		for _, e := range serrs {
+			fail(e)
 		}
 	}
-	rep.Memory.Samples = samples
-	rep.compare()
 	if ctx.Err() != nil {
 		fail(fmt.Errorf("interrupted: %w", ctx.Err()))
 	}

@@ -24,6 +24,7 @@ type SnapPool struct {
 	Name    string     `json:"name"`
 	Dir     string     `json:"dir,omitempty"`
 	FsType  string     `json:"pool_fs,omitempty"`
+	Driver  string     `json:"driver,omitempty"` // name and version, as it said
 	Skipped string     `json:"skipped,omitempty"`
 	Error   string     `json:"error,omitempty"`
 	WriteMS float64    `json:"setup_write_ms,omitempty"` // writing the data and fsync, once
@@ -109,9 +110,9 @@ func (r *Report) writeSnapshots(ew *errWriter) error {
 		case pl.Skipped != "":
 			p("  %s pool: skipped: %s\n", pl.Name, pl.Skipped)
 		case pl.Floor != nil:
-			p("  %s pool on %s; floor: %s of the image\n", pl.Name, orDash(pl.FsType), pl.Floor.Name)
+			p("  %s pool on %s, driver %s; floor: %s of the image\n", pl.Name, orDash(pl.FsType), orDash(pl.Driver), pl.Floor.Name)
 		default:
-			p("  %s pool on %s\n", pl.Name, orDash(pl.FsType))
+			p("  %s pool on %s, driver %s\n", pl.Name, orDash(pl.FsType), orDash(pl.Driver))
 		}
 	}
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)

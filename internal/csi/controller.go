@@ -34,6 +34,7 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 	if s.d.opts.EnableAttach {
 		types = append(types,
 			csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+			csi.ControllerServiceCapability_RPC_PUBLISH_READONLY,
 			csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES)
 	}
 	bc := s.d.backend.Capabilities()
@@ -48,6 +49,9 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 	}
 	if bc.Expansion && !s.d.opts.ExpandOnNode {
 		types = append(types, csi.ControllerServiceCapability_RPC_EXPAND_VOLUME)
+	}
+	if bc.Modify {
+		types = append(types, csi.ControllerServiceCapability_RPC_MODIFY_VOLUME)
 	}
 	if bc.Health {
 		types = append(types,
@@ -114,6 +118,7 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 		Parameters:     params,
 		SourceSnapshot: srcSnap,
 		SourceVolume:   srcVol,
+		Mutable:        req.GetMutableParameters(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -201,11 +206,22 @@ func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi
 	if capa.block != v.Block {
 		return nil, status.Errorf(codes.AlreadyExists, "volume %s was made for %s access", v.ID, accessName(v.Block))
 	}
-	if err := s.d.backend.Attach(ctx, v.ID, req.GetNodeId(), int(s.d.opts.MaxVolumesPerNode)); err != nil {
+	readOnly := req.GetReadonly() || capa.readOnly
+	if err := s.d.backend.Attach(ctx, v.ID, req.GetNodeId(), readOnly, int(s.d.opts.MaxVolumesPerNode)); err != nil {
 		return nil, toStatus(err)
 	}
-	return &csi.ControllerPublishVolumeResponse{PublishContext: map[string]string{"attachedTo": req.GetNodeId()}}, nil
+	pc := map[string]string{publishNode: req.GetNodeId()}
+	if readOnly {
+		pc[publishReadOnly] = "true"
+	}
+	return &csi.ControllerPublishVolumeResponse{PublishContext: pc}, nil
 }
+
+// Publish context keys: what ControllerPublish tells the node.
+const (
+	publishNode     = "attachedTo"
+	publishReadOnly = "readOnly" // the attachment allows reading only
+)
 
 func accessName(block bool) string {
 	if block {
@@ -412,4 +428,22 @@ func csiHealth(id string, h *backend.Health) *csi.VolumeHealth {
 			Status: kinds[p.Kind], Reason: string(p.Kind), Message: p.Message})
 	}
 	return out
+}
+
+func (s *controllerServer) ControllerModifyVolume(ctx context.Context, req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if !s.d.backend.Capabilities().Modify {
+		return nil, status.Error(codes.Unimplemented, "this backend has no mutable parameters")
+	}
+	release, err := s.d.locks.acquire(req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if err := s.d.backend.ModifyVolume(ctx, req.GetVolumeId(), req.GetMutableParameters()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerModifyVolumeResponse{}, nil
 }

@@ -16,11 +16,12 @@ import (
 // fakeBackend returns canned errors so the error paths of the CSI layer can
 // be checked without a kernel. The real path is tested by test/sanity.
 type fakeBackend struct {
-	err  error
-	vol  *backend.Volume
-	vols []*backend.Volume
-	last *backend.CreateRequest
-	caps backend.Capabilities
+	err    error
+	vol    *backend.Volume
+	vols   []*backend.Volume
+	last   *backend.CreateRequest
+	caps   backend.Capabilities
+	staged *backend.StageRequest
 }
 
 func (f *fakeBackend) CreateVolume(ctx context.Context, r *backend.CreateRequest) (*backend.Volume, error) {
@@ -34,10 +35,18 @@ func (f *fakeBackend) GetVolume(ctx context.Context, id string) (*backend.Volume
 func (f *fakeBackend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
 	return f.vols, f.err
 }
-func (f *fakeBackend) Capacity(ctx context.Context) (int64, error)                  { return 1 << 30, f.err }
-func (f *fakeBackend) Attach(ctx context.Context, id, node string, max int) error   { return f.err }
-func (f *fakeBackend) Detach(ctx context.Context, id, node string) error            { return f.err }
-func (f *fakeBackend) Stage(ctx context.Context, r *backend.StageRequest) error     { return f.err }
+func (f *fakeBackend) Capacity(ctx context.Context) (int64, error) { return 1 << 30, f.err }
+func (f *fakeBackend) Attach(ctx context.Context, id, node string, ro bool, max int) error {
+	return f.err
+}
+func (f *fakeBackend) ModifyVolume(ctx context.Context, id string, p map[string]string) error {
+	return f.err
+}
+func (f *fakeBackend) Detach(ctx context.Context, id, node string) error { return f.err }
+func (f *fakeBackend) Stage(ctx context.Context, r *backend.StageRequest) error {
+	f.staged = r
+	return f.err
+}
 func (f *fakeBackend) Unstage(ctx context.Context, id, path string) error           { return f.err }
 func (f *fakeBackend) Publish(ctx context.Context, r *backend.PublishRequest) error { return f.err }
 func (f *fakeBackend) Unpublish(ctx context.Context, id, path string) error         { return f.err }
@@ -178,6 +187,17 @@ func TestStageRequiresAttachWhenAttachIsOn(t *testing.T) {
 	fb.vol.AttachedTo = []string{"n1"}
 	if _, err := n.NodeStageVolume(context.Background(), req); err != nil {
 		t.Fatal(err)
+	}
+	if fb.staged.ReadOnly {
+		t.Error("staged read-only without being asked")
+	}
+	// A read-only attachment (ControllerPublish readonly) reaches the node.
+	req.PublishContext = map[string]string{publishReadOnly: "true"}
+	if _, err := n.NodeStageVolume(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if !fb.staged.ReadOnly {
+		t.Error("a read-only attachment was staged read-write")
 	}
 }
 

@@ -75,7 +75,7 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 		Block:       capa.block,
 		FsType:      capa.fsType,
 		MountFlags:  capa.mountFlags,
-		ReadOnly:    capa.readOnly,
+		ReadOnly:    capa.readOnly || req.GetPublishContext()[publishReadOnly] == "true",
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -150,7 +150,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 		StagingPath:  staging,
 		TargetPath:   target,
 		Block:        capa.block,
-		ReadOnly:     req.GetReadonly() || capa.readOnly,
+		ReadOnly:     req.GetReadonly() || capa.readOnly || req.GetPublishContext()[publishReadOnly] == "true",
 		SingleWriter: req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER,
 	})
 	if err != nil {

@@ -135,7 +135,7 @@ func (d *driver) attach(ctx context.Context, o *flex.Options, node string) (*fle
 			return nil, err
 		}
 	}
-	if err := d.store.Attach(ctx, v.ID, node, 0); err != nil {
+	if err := d.store.Attach(ctx, v.ID, node, false, 0); err != nil {
 		return nil, err
 	}
 	return &flex.Result{Status: flex.StatusSuccess, Device: v.ID}, nil

@@ -14,7 +14,7 @@ type store interface {
 	CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error)
 	GetVolume(ctx context.Context, id string) (*backend.Volume, error)
 	ListVolumes(ctx context.Context) ([]*backend.Volume, error)
-	Attach(ctx context.Context, id, node string, maxPerNode int) error
+	Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error
 	Detach(ctx context.Context, id, node string) error
 	Stage(ctx context.Context, req *backend.StageRequest) error
 	Unstage(ctx context.Context, id, stagingPath string) error

@@ -177,6 +177,33 @@ func Refresh(dev string) error {
 	return nil
 }
 
+// SetDirectIO switches a bound device between direct and buffered I/O on
+// its backing file, online.
+func SetDirectIO(dev string, on bool) error {
+	ld, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dev, err)
+	}
+	defer ld.Close()
+	arg := 0
+	if on {
+		arg = 1
+	}
+	if err := unix.IoctlSetInt(int(ld.Fd()), unix.LOOP_SET_DIRECT_IO, arg); err != nil {
+		return fmt.Errorf("set direct I/O %v on %s: %w", on, dev, err)
+	}
+	return nil
+}
+
+// DirectIO reports whether a bound device does direct I/O.
+func DirectIO(dev string) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(sysBlock, filepath.Base(dev), "loop", "dio"))
+	if err != nil {
+		return false, fmt.Errorf("read direct I/O state of %s: %w", dev, err)
+	}
+	return strings.TrimSpace(string(data)) == "1", nil
+}
+
 // Find returns the loop device backed by image, or "" when there is none.
 func Find(image string) (string, error) {
 	devs, err := findAll(image)

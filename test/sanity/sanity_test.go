@@ -54,6 +54,7 @@ func TestSanity(t *testing.T) {
 		cfg.TestVolumeAccessType = v.accessType
 		cfg.TestNodeVolumeAttachLimit = v.maxPerNode > 0
 		cfg.IdempotentCount = 3
+		cfg.TestVolumeMutableParameters = map[string]string{"directIO": "false"}
 		if v.fsType != "" {
 			cfg.TestVolumeParameters = map[string]string{"fsType": v.fsType}
 		}

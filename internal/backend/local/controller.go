@@ -92,7 +92,7 @@ func Open(dir, node string) (*Backend, error) {
 // Capabilities: a disk image can do everything a cloud disk can.
 func (b *Backend) Capabilities() backend.Capabilities {
 	return backend.Capabilities{Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
-		Stats: true, Health: true, Block: true, Ephemeral: true}
+		Stats: true, Health: true, Block: true, Ephemeral: true, Modify: true}
 }
 
 // Dir returns the pool's resolved path.
@@ -125,6 +125,10 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		}
 		minimum = max(minimum, src.size)
 	}
+	mutable, err := checkMutable(req.Mutable)
+	if err != nil {
+		return nil, err
+	}
 	size, err := chooseSize(req.MinSize, req.MaxSize, minimum)
 	if err != nil {
 		return nil, err
@@ -144,7 +148,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	v := &backend.Volume{
 		ID: id, Name: req.Name, Size: size, FsType: fsType, Block: req.Block,
 		Node: b.node, Parameters: req.Parameters, Created: time.Now().UTC(),
-		Source: sourceName(req), Ephemeral: req.Ephemeral,
+		Source: sourceName(req), Ephemeral: req.Ephemeral, Mutable: mutable,
 	}
 	tmp := filepath.Join(b.pool.dir, tmpDir, id+"."+randomSuffix())
 	if err := os.Mkdir(tmp, 0o700); err != nil {
@@ -417,7 +421,7 @@ func (b *Backend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
 // The caller holds the volume's lock; attachMu is taken only to count a
 // node's attachments against a limit, so without one attaches of different
 // volumes proceed in parallel.
-func (b *Backend) Attach(ctx context.Context, id, node string, maxPerNode int) error {
+func (b *Backend) Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error {
 	if maxPerNode > 0 {
 		b.attachMu.Lock()
 		defer b.attachMu.Unlock()
@@ -430,6 +434,9 @@ func (b *Backend) Attach(ctx context.Context, id, node string, maxPerNode int) e
 		return fmt.Errorf("node %q: volume %s lives on node %q: %w", node, id, b.node, backend.ErrNotFound)
 	}
 	if slices.Contains(v.AttachedTo, node) {
+		if v.AttachedReadOnly != readOnly {
+			return fmt.Errorf("volume %s is attached to %s with read-only %v: %w", id, node, v.AttachedReadOnly, backend.ErrAlreadyExists)
+		}
 		return nil
 	}
 	if maxPerNode > 0 {
@@ -448,6 +455,7 @@ func (b *Backend) Attach(ctx context.Context, id, node string, maxPerNode int) e
 		}
 	}
 	v.AttachedTo = append(v.AttachedTo, node)
+	v.AttachedReadOnly = readOnly
 	return writeVolume(b.pool.volumeDir(id), v)
 }
 
@@ -462,6 +470,7 @@ func (b *Backend) Detach(ctx context.Context, id, node string) error {
 		return nil
 	}
 	v.AttachedTo = slices.Delete(v.AttachedTo, i, i+1)
+	v.AttachedReadOnly = v.AttachedReadOnly && len(v.AttachedTo) > 0
 	return writeVolume(b.pool.volumeDir(id), v)
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 	"github.com/volplug/volplug/internal/testutil"
 )
@@ -105,5 +106,36 @@ func TestExpandBlockAndLimits(t *testing.T) {
 		t.Errorf("expanding past the pool: %v", err)
 	}
 	r.down(v)
+	testutil.CheckClean(t, r.dir)
+}
+
+// directIO is a mutable parameter: it changes on a staged volume at once,
+// and an unknown parameter is refused.
+func TestModifyDirectIO(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.create("modify", 32*MiB, "ext4", false)
+	r.must(r.stage(v, false))
+	dev, err := r.b.Device(v.ID)
+	r.must(err)
+	if on, err := loop.DirectIO(dev); err != nil || !on {
+		t.Fatalf("new volume: direct I/O %v %v, want on", on, err)
+	}
+	r.must(r.b.ModifyVolume(ctx, v.ID, map[string]string{"directIO": "false"}))
+	if on, err := loop.DirectIO(dev); err != nil || on {
+		t.Fatalf("after directIO=false: direct I/O %v %v", on, err)
+	}
+	if err := r.b.ModifyVolume(ctx, v.ID, map[string]string{"iops": "9000"}); !errors.Is(err, backend.ErrInvalid) {
+		t.Errorf("unknown mutable parameter: %v", err)
+	}
+	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+	r.must(r.stage(v, false)) // the setting outlives the stage
+	dev, err = r.b.Device(v.ID)
+	r.must(err)
+	if on, _ := loop.DirectIO(dev); on {
+		t.Error("directIO=false lost at restage")
+	}
+	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+	r.must(r.b.DeleteVolume(ctx, v.ID))
 	testutil.CheckClean(t, r.dir)
 }

@@ -34,7 +34,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 			return b.resizeIfPending(v, staging)
 		}
 	}
-	dev, err := loop.Attach(image, loop.Options{DirectIO: true})
+	dev, err := loop.Attach(image, loop.Options{DirectIO: directIO(v)})
 	if err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
