@@ -71,6 +71,7 @@ published as a raw block device.`,
 	f.StringVar(&mode, "mode", "all", "services to serve: all, controller or node")
 	f.BoolVar(&opts.EnableAttach, "enable-attach", false, "advertise ControllerPublish and require it before NodeStage")
 	f.Int64Var(&opts.MaxVolumesPerNode, "max-volumes-per-node", 0, "most volumes attached to one node (0: no limit)")
+	f.StringVar(&opts.MetricsAddress, "metrics-address", "", "serve Prometheus metrics at http://ADDRESS/metrics, e.g. :9810 (off when empty)")
 	f.BoolVar(&opts.ExpandOnNode, "expand-on-node", false, "grow disks in NodeExpandVolume and hide ControllerExpandVolume (for a cluster-wide external-resizer)")
 	addKlogFlags(cmd)
 	return cmd

@@ -115,3 +115,79 @@ func BenchmarkCycleFloor(b *testing.B) {
 	}
 	reportCycles(b, totals)
 }
+
+// BenchmarkSnapshotPlain runs b.N CreateSnapshot+DeleteSnapshot pairs of a
+// staged, published 1 GiB volume holding 512 MiB, on a pool in the test's
+// temp dir (the machine's filesystem: a sparse copy unless it reflinks).
+func BenchmarkSnapshotPlain(b *testing.B) { benchSnapshot(b, false) }
+
+// BenchmarkSnapshotReflink is BenchmarkSnapshotPlain on an xfs pool with
+// reflink=1, made on a loop device for the benchmark.
+func BenchmarkSnapshotReflink(b *testing.B) { benchSnapshot(b, true) }
+
+func benchSnapshot(b *testing.B, reflink bool) {
+	needRoot(b)
+	dir, err := filepath.EvalSymlinks(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	const timeout = 2 * time.Minute
+	// Cleanups run last-in first-out: the source volume goes, then the
+	// driver, then the xfs pool, and the leftover check comes last.
+	b.Cleanup(func() { checkClean(b, dir) })
+	pool := filepath.Join(dir, "pool")
+	if reflink {
+		if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+			b.Skip("mkfs.xfs not found: install xfsprogs")
+		}
+		xp, err := setupXFSPool(b.Context(), filepath.Join(dir, "xfs.img"), filepath.Join(dir, "xfs-pool"), 8<<30, timeout)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			if err := xp.teardown(); err != nil {
+				b.Error(err)
+			}
+		})
+		pool = filepath.Join(xp.Mount, "pool")
+	}
+	drv, err := StartDriver(b.Context(), DriverOptions{
+		Binary: buildVolplug(b), Dir: filepath.Join(dir, "d"), Pool: pool, NodeID: "bench-node",
+		LogPath: filepath.Join(dir, "driver.log"), StartTimeout: 30 * time.Second,
+		RPCTimeout: timeout, SizeBytes: 1 << 30, FsType: "ext4",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := drv.Stop(); err != nil {
+			b.Error(err)
+		}
+	})
+	if missing := snapCapsMissing(drv.Info); missing != "" {
+		b.Fatal("the driver does not advertise " + missing)
+	}
+	src, err := prepareSnapSource(b.Context(), drv, "bench-src", 512<<20)
+	if err != nil {
+		b.Fatal(errors.Join(err, errors.New(drv.logTail())))
+	}
+	b.Cleanup(func() {
+		if err := src.close(); err != nil {
+			b.Error(err)
+		}
+	})
+	var totals []time.Duration
+	for i := 0; b.Loop(); i++ {
+		s := &snapRef{name: fmt.Sprintf("bench-snap-%d", i), source: src.v.id}
+		t0 := time.Now()
+		err := drv.createSnapshot(b.Context(), s)
+		if err == nil {
+			err = drv.deleteSnapshot(b.Context(), s)
+		}
+		if err != nil {
+			b.Fatal(errors.Join(err, drv.dropSnapshot(s), errors.New(drv.logTail())))
+		}
+		totals = append(totals, time.Since(t0))
+	}
+	reportCycles(b, totals)
+}

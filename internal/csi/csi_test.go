@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -284,4 +285,30 @@ func TestParseEndpoint(t *testing.T) {
 			t.Errorf("%s accepted", bad)
 		}
 	}
+}
+
+func TestCallsAreMeasured(t *testing.T) {
+	d := newTestDriver(t, &fakeBackend{}, false)
+	info := &grpc.UnaryServerInfo{FullMethod: "/csi.v1.Node/NodeStageVolume"}
+	fail := func(ctx context.Context, req any) (any, error) { return nil, status.Error(codes.NotFound, "gone") }
+	_, _ = d.interceptor(context.Background(), &csi.NodeStageVolumeRequest{Secrets: map[string]string{"k": "secret"}}, info, fail)
+	families, err := d.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "volplug_csi_call_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["method"] == info.FullMethod && labels["code"] == "NotFound" && m.GetHistogram().GetSampleCount() == 1 {
+				return
+			}
+		}
+	}
+	t.Fatal("the failed call was not counted by method and code")
 }

@@ -40,6 +40,8 @@ type Options struct {
 	// no per-node mode, and without the controller capability it only
 	// records the new size, leaving the work to kubelet on the right node.
 	ExpandOnNode bool
+	// MetricsAddress serves Prometheus metrics over HTTP ("" for none).
+	MetricsAddress string
 }
 
 // driverName is the rule csi-sanity and Kubernetes apply to driver names.
@@ -50,6 +52,7 @@ type Driver struct {
 	opts    Options
 	backend backend.Backend
 	locks   *keyLocks
+	metrics *metrics
 }
 
 // New checks the options and returns a Driver over b.
@@ -73,7 +76,7 @@ func New(opts Options, b backend.Backend) (*Driver, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	return &Driver{opts: opts, backend: b, locks: newKeyLocks()}, nil
+	return &Driver{opts: opts, backend: b, locks: newKeyLocks(), metrics: newMetrics()}, nil
 }
 
 func (d *Driver) servesController() bool { return d.opts.Mode != ModeNode }

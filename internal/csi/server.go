@@ -74,7 +74,12 @@ func ParseEndpoint(endpoint string) (network, addr string, err error) {
 // stops gracefully: calls in flight finish (up to 30 s), so no half-done
 // mount is left behind by a stop.
 func (d *Driver) Serve(ctx context.Context, l net.Listener) error {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+	if d.opts.MetricsAddress != "" {
+		if err := d.metrics.serve(ctx, d.opts.MetricsAddress); err != nil {
+			return err
+		}
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(d.interceptor))
 	csi.RegisterIdentityServer(srv, &identityServer{d: d})
 	if d.servesController() {
 		csi.RegisterControllerServer(srv, &controllerServer{d: d})

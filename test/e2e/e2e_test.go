@@ -5,6 +5,9 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,13 +33,25 @@ type driver struct {
 	cmd  *exec.Cmd
 	ctrl csi.ControllerClient
 	node csi.NodeClient
+	// metrics is the driver's Prometheus address on loopback.
+	metrics string
+}
+
+// freeAddress finds a free loopback port for the metrics server.
+func freeAddress(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func newDriver(t *testing.T) *driver {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	t.Cleanup(func() { testutil.Cleanup(dir) })
-	d := &driver{t: t, bin: testutil.BuildVolplug(t, t.TempDir()), dir: dir}
+	d := &driver{t: t, bin: testutil.BuildVolplug(t, t.TempDir()), dir: dir, metrics: freeAddress(t)}
 	d.start()
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
 	return d
@@ -52,7 +67,7 @@ func (d *driver) start() {
 	}
 	defer log.Close()
 	d.cmd = exec.Command(d.bin, "csi", "--endpoint", d.sock(), "--node-id", "e2e-node",
-		"--pool", filepath.Join(d.dir, "pool"), "--v", "4")
+		"--pool", filepath.Join(d.dir, "pool"), "--v", "4", "--metrics-address", d.metrics)
 	d.cmd.Stdout, d.cmd.Stderr = log, log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -265,4 +280,22 @@ func loopOf(t *testing.T, path string) string {
 	}
 	t.Fatalf("nothing mounted at %s", path)
 	return ""
+}
+
+// The metrics endpoint counts calls by method and code.
+func TestMetrics(t *testing.T) {
+	d := newDriver(t)
+	_, err := d.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("delete without an ID: %v", err)
+	}
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	noErr(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	noErr(t, err)
+	want := `volplug_csi_call_duration_seconds_count{code="InvalidArgument",method="/csi.v1.Controller/DeleteVolume"} 1`
+	if !strings.Contains(string(body), want) {
+		t.Errorf("metrics lack %s", want)
+	}
 }
