@@ -1,46 +1,19 @@
 package bench
 
 import (
+	"github.com/volplug/volplug/internal/testutil"
+
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 )
 
-// moduleRoot walks up from the test's directory to the go.mod.
-func moduleRoot(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			tb.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 // buildVolplug builds the real binary: the benchmark measures the driver
 // as shipped, not the test binary.
-func buildVolplug(tb testing.TB) string {
-	tb.Helper()
-	out := filepath.Join(tb.TempDir(), "volplug")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/volplug")
-	cmd.Dir = moduleRoot(tb)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build ./cmd/volplug: %v\n%s", err, msg)
-	}
-	return out
-}
+func buildVolplug(tb testing.TB) string { return testutil.BuildVolplug(tb, tb.TempDir()) }
 
 // checkClean fails the benchmark if a mount or loop device is left under dir.
 func checkClean(tb testing.TB, dir string) {
@@ -69,7 +42,7 @@ func reportCycles(b *testing.B, totals []time.Duration) {
 // BenchmarkCycleDriver runs b.N full volume cycles, one at a time, through
 // the real driver's CSI API, with the same code as `volplug bench`.
 func BenchmarkCycleDriver(b *testing.B) {
-	needRoot(b)
+	testutil.RequireRoot(b)
 	bin := buildVolplug(b)
 	dir := b.TempDir()
 	drv, err := StartDriver(b.Context(), DriverOptions{
@@ -101,7 +74,7 @@ func BenchmarkCycleDriver(b *testing.B) {
 // BenchmarkCycleFloor runs b.N floor cycles (system tools), the baseline
 // for BenchmarkCycleDriver.
 func BenchmarkCycleFloor(b *testing.B) {
-	needRoot(b)
+	testutil.RequireRoot(b)
 	dir := b.TempDir()
 	b.Cleanup(func() { checkClean(b, dir) })
 	f := &Floor{Dir: dir, SizeBytes: 1 << 30, FsType: "ext4", Timeout: 2 * time.Minute}
@@ -126,7 +99,7 @@ func BenchmarkSnapshotPlain(b *testing.B) { benchSnapshot(b, false) }
 func BenchmarkSnapshotReflink(b *testing.B) { benchSnapshot(b, true) }
 
 func benchSnapshot(b *testing.B, reflink bool) {
-	needRoot(b)
+	testutil.RequireRoot(b)
 	dir, err := filepath.EvalSymlinks(b.TempDir())
 	if err != nil {
 		b.Fatal(err)

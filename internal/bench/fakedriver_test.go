@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/volplug/volplug/internal/testutil"
+
 	"context"
 	"fmt"
 	"net"
@@ -185,17 +187,6 @@ func (d *fakeDriver) NodeUnpublishVolume(ctx context.Context, r *csi.NodeUnpubli
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
 
-func needRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatal("needs root (loop devices, mounts); CI=true so this is a failure, not a skip")
-	}
-	tb.Skip("needs root (loop devices, mounts)")
-}
-
 func fakeConfig(t *testing.T) Config {
 	exe, err := os.Executable()
 	if err != nil {
@@ -210,7 +201,7 @@ func fakeConfig(t *testing.T) Config {
 // TestRunAgainstFakeDriver runs the whole bench, small, against the fake
 // driver: figures come out and nothing is left behind.
 func TestRunAgainstFakeDriver(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	t.Setenv(fakeDriverEnv, "1")
 	rep, err := Run(t.Context(), fakeConfig(t))
 	if err != nil {
@@ -234,7 +225,7 @@ func TestRunAgainstFakeDriver(t *testing.T) {
 // detaches its loop device must fail the run loudly, and the bench must
 // still leave the machine clean.
 func TestRunDetectsLeaks(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	t.Setenv(fakeDriverEnv, "leak")
 	cfg := fakeConfig(t)
 	cfg.Levels, cfg.Cycles, cfg.Warmup = []int{1}, 2, 0

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/volplug/volplug/internal/testutil"
+
 	"bytes"
 	"encoding/json"
 	"os"
@@ -216,7 +218,7 @@ func TestSnapConfigDefaults(t *testing.T) {
 // driver, which advertises no snapshots: both pools are skipped with a
 // note, and the xfs pool is still made and torn down without leftovers.
 func TestSnapshotsSkippedByFakeDriver(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	t.Setenv(fakeDriverEnv, "1")
 	cfg := fakeConfig(t)
 	cfg.SnapshotsOnly = true

@@ -2,7 +2,6 @@ package demo
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,69 +10,28 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// needRoot skips a test that needs root and the real driver, except in CI,
-// where skipping would hide that the demo was never run.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the demo test needs root (loop devices, mounts), and CI=true forbids skipping it")
-	}
-	t.Skip("needs root: loop devices and mounts")
-}
+	"github.com/volplug/volplug/internal/testutil"
+)
 
 var (
 	buildOnce sync.Once
 	binPath   string
-	buildErr  error
 )
-
-// moduleRoot walks up from the test's directory to the go.mod.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
 
 // volplugBinary builds cmd/volplug once per test run: the demo re-executes
 // its own binary as the driver, so it cannot run inside the test binary.
 func volplugBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
 		dir, err := os.MkdirTemp("", "volplug-demo-test-")
 		if err != nil {
-			buildErr = err
-			return
+			t.Fatal(err)
 		}
-		binPath = filepath.Join(dir, "volplug")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/volplug")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New("go build ./cmd/volplug: " + err.Error() + "\n" + string(out))
-		}
+		binPath = testutil.BuildVolplug(t, dir)
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if binPath == "" {
+		t.Fatal("building cmd/volplug failed (see the first failing test)")
 	}
 	return binPath
 }
@@ -126,7 +84,7 @@ func assertNothingLeft(t *testing.T, tmp string) {
 }
 
 func TestDemo(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	out, tmp, err := runDemo(t, nil)
 	if err != nil {
 		t.Fatalf("volplug demo: %v", err)
@@ -166,7 +124,7 @@ func TestDemo(t *testing.T) {
 }
 
 func TestDemoNoAttachKeep(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	out, tmp, err := runDemo(t, nil, "--attach=false", "--keep", "--size", "64Mi")
 	if err != nil {
 		t.Fatalf("volplug demo: %v", err)
@@ -187,7 +145,7 @@ func TestDemoNoAttachKeep(t *testing.T) {
 // mkfs that always fails first on the driver's PATH, and checks that the
 // demo still unwinds, reports the error and leaves nothing mounted.
 func TestDemoFailureTearsDown(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	fake := t.TempDir()
 	script := "#!/bin/sh\necho 'mkfs broken on purpose by the test' >&2\nexit 1\n"
 	if err := os.WriteFile(filepath.Join(fake, "mkfs.ext4"), []byte(script), 0o755); err != nil {

@@ -233,11 +233,9 @@ func TestReflinkPool(t *testing.T) {
 	}
 	dev, err := loop.Attach(xfsImg, loop.Options{})
 	r.must(err)
-	t.Cleanup(func() { _ = loop.Detach(dev) })
 	poolDir := filepath.Join(r.dir, "xfs-pool")
 	r.must(os.MkdirAll(poolDir, 0o700))
-	r.must(unix.Mount(dev, poolDir, "xfs", 0, ""))
-	t.Cleanup(func() { _ = unix.Unmount(poolDir, 0) })
+	r.must(unix.Mount(dev, poolDir, "xfs", 0, "")) // on failure, the rig's Cleanup takes it down
 	b, err := New(poolDir, "node-a")
 	r.must(err)
 	r.b = b
