@@ -3,7 +3,6 @@ package csi
 import (
 	"context"
 	"errors"
-	"sort"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -275,83 +274,6 @@ func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *
 	}}, nil
 }
 
-func (s *controllerServer) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries must not be negative")
-	}
-	all, err := s.d.backend.ListVolumes(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if err != nil {
-		return nil, err
-	}
-	resp := &csi.ListVolumesResponse{NextToken: next}
-	for _, v := range page {
-		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{
-			Volume: s.csiVolume(v),
-			Status: &csi.ListVolumesResponse_VolumeStatus{PublishedNodeIds: v.AttachedTo},
-		})
-	}
-	return resp, nil
-}
-
-// paginate cuts a list sorted by key into a page. A token names the key of
-// the first entry of the next page, so deleting listed entries between
-// calls never makes the next page skip or repeat one.
-func paginate[T any](all []T, key func(T) string, token string, max int) ([]T, string, error) {
-	start := 0
-	if token != "" {
-		after, ok := strings.CutPrefix(token, tokenPrefix)
-		if !ok {
-			return nil, "", status.Errorf(codes.Aborted, "starting token %q did not come from this driver", token)
-		}
-		start = sort.Search(len(all), func(i int) bool { return key(all[i]) >= after })
-	}
-	end := len(all)
-	if max > 0 && start+max < end {
-		end = start + max
-	}
-	next := ""
-	if end < len(all) {
-		next = tokenPrefix + key(all[end])
-	}
-	return all[start:end], next, nil
-}
-
-const tokenPrefix = "next:"
-
-func (s *controllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
-	if t := req.GetAccessibleTopology(); t != nil && !s.onThisNode(t) {
-		return &csi.GetCapacityResponse{}, nil
-	}
-	for _, c := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(c); err != nil {
-			return &csi.GetCapacityResponse{}, nil // no room for what cannot be made
-		}
-	}
-	free, err := s.d.backend.Capacity(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.GetCapacityResponse{AvailableCapacity: free}, nil
-}
-
-func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.ControllerGetVolumeResponse{
-		Volume: s.csiVolume(v),
-		Status: &csi.ControllerGetVolumeResponse_VolumeStatus{PublishedNodeIds: v.AttachedTo},
-	}, nil
-}
-
 func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
@@ -376,58 +298,6 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 		return nil, toStatus(err)
 	}
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: got, NodeExpansionRequired: nodeToo}, nil
-}
-
-func (s *controllerServer) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	h, err := s.d.backend.VolumeHealth(ctx, req.GetVolumeId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: csiHealth(req.GetVolumeId(), h)}, nil
-}
-
-func (s *controllerServer) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries must not be negative")
-	}
-	all, err := s.d.backend.ListVolumes(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if err != nil {
-		return nil, err
-	}
-	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
-	for _, v := range page {
-		h, err := s.d.backend.VolumeHealth(ctx, v.ID)
-		if errors.Is(err, backend.ErrNotFound) {
-			continue // deleted while we listed
-		}
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		resp.Entries = append(resp.Entries, csiHealth(v.ID, h))
-	}
-	return resp, nil
-}
-
-// csiHealth maps a backend's problems to CSI's health entries.
-func csiHealth(id string, h *backend.Health) *csi.VolumeHealth {
-	kinds := map[backend.ProblemKind]csi.VolumeHealthErrorType{
-		backend.Degraded:     csi.VolumeHealthErrorType_DEGRADED,
-		backend.Inaccessible: csi.VolumeHealthErrorType_INACCESSIBLE,
-		backend.DataLoss:     csi.VolumeHealthErrorType_DATA_LOSS,
-	}
-	out := &csi.VolumeHealth{VolumeId: id}
-	for _, p := range h.Problems {
-		out.HealthStatuses = append(out.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-			Status: kinds[p.Kind], Reason: string(p.Kind), Message: p.Message})
-	}
-	return out
 }
 
 func (s *controllerServer) ControllerModifyVolume(ctx context.Context, req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
