@@ -208,8 +208,9 @@ type Node interface {
 	ExpandFilesystem(ctx context.Context, id, path string) (int64, error)
 	// Stats reports the volume mounted (or published) at path.
 	Stats(ctx context.Context, id, path string) (*Stats, error)
-	// NodeHealth checks the volume as this node sees it.
-	NodeHealth(ctx context.Context, id string) (*Health, error)
+	// NodeHealth checks the volume as this node sees it, including at the
+	// paths where the CO believes it is staged or published ("" skipped).
+	NodeHealth(ctx context.Context, id string, paths ...string) (*Health, error)
 	// VolumeAt names the volume published or staged at path ("" if none).
 	VolumeAt(ctx context.Context, path string) (string, error)
 	// StorageHealth checks the storage behind every volume of the node.

@@ -80,7 +80,7 @@ func (f *fakeBackend) ExpandFilesystem(ctx context.Context, id, path string) (in
 func (f *fakeBackend) Stats(ctx context.Context, id, path string) (*backend.Stats, error) {
 	return &backend.Stats{}, f.err
 }
-func (f *fakeBackend) NodeHealth(ctx context.Context, id string) (*backend.Health, error) {
+func (f *fakeBackend) NodeHealth(ctx context.Context, id string, paths ...string) (*backend.Health, error) {
 	return &backend.Health{}, f.err
 }
 func (f *fakeBackend) VolumeAt(ctx context.Context, path string) (string, error) { return "", f.err }

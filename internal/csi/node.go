@@ -240,7 +240,17 @@ func (s *nodeServer) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVo
 	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
-	h, err := s.d.backend.NodeHealth(ctx, req.GetVolumeId())
+	var paths []string
+	for _, p := range []string{req.GetStagingTargetPath(), req.GetVolumePublishPath()} {
+		if p != "" {
+			clean, err := checkPath("path", p)
+			if err != nil {
+				return nil, err
+			}
+			paths = append(paths, clean)
+		}
+	}
+	h, err := s.d.backend.NodeHealth(ctx, req.GetVolumeId(), paths...)
 	if err != nil {
 		return nil, toStatus(err)
 	}

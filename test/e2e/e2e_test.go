@@ -253,6 +253,14 @@ func TestVolumeHealth(t *testing.T) {
 	if err := os.Rename(image+".away", image); err != nil {
 		t.Fatal(err)
 	}
+
+	// The CO believes the volume is published at a path where it is not.
+	n, err := d.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: vol.VolumeId,
+		StagingTargetPath: staging, VolumePublishPath: filepath.Join(d.dir, "pod", "elsewhere")})
+	noErr(t, err)
+	if !hasStatus(n.VolumeHealth.HealthStatuses, csi.VolumeHealthErrorType_INACCESSIBLE) {
+		t.Errorf("volume missing from its publish path: node health %v, want INACCESSIBLE", n.VolumeHealth.HealthStatuses)
+	}
 	_, err = d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.VolumeId, TargetPath: target})
 	noErr(t, err)
 	_, err = d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging})
@@ -298,4 +306,13 @@ func TestMetrics(t *testing.T) {
 	if !strings.Contains(string(body), want) {
 		t.Errorf("metrics lack %s", want)
 	}
+}
+
+func hasStatus(entries []*csi.VolumeHealth_VolumeHealthEntry, want csi.VolumeHealthErrorType) bool {
+	for _, e := range entries {
+		if e.Status == want {
+			return true
+		}
+	}
+	return false
 }

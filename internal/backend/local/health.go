@@ -88,10 +88,11 @@ func (b *Backend) VolumeHealth(ctx context.Context, id string) (*backend.Health,
 	return h, nil
 }
 
-// NodeHealth adds what the node sees: the loop device, and every mount of
-// the volume (a corrupted mount, or a filesystem the kernel switched to
-// read-only after errors).
-func (b *Backend) NodeHealth(ctx context.Context, id string) (*backend.Health, error) {
+// NodeHealth adds what the node sees: the loop device, every mount of the
+// volume (a corrupted mount, or a filesystem the kernel switched to
+// read-only after errors), and whether it is really at the paths where the
+// CO believes it is (a reboot or a stray detach loses both).
+func (b *Backend) NodeHealth(ctx context.Context, id string, paths ...string) (*backend.Health, error) {
 	h, err := b.VolumeHealth(ctx, id)
 	if err != nil {
 		return nil, err
@@ -107,12 +108,23 @@ func (b *Backend) NodeHealth(ctx context.Context, id string) (*backend.Health, e
 		}
 	}
 	dev, err := loop.Find(image)
-	if err != nil || dev == "" {
-		return h, err
-	}
-	users, err := mount.UsersOf(dev)
 	if err != nil {
 		return nil, err
+	}
+	users := map[string]*mount.Info{}
+	if dev != "" {
+		if users, err = mount.UsersOf(dev); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range paths {
+		switch _, at := users[p]; {
+		case p == "" || at:
+		case dev == "":
+			addProblem(h, backend.Inaccessible, "the volume should be at %s, but no loop device serves its image (detached, or lost in a reboot)", p)
+		default:
+			addProblem(h, backend.Inaccessible, "the volume should be at %s, but is not mounted there", p)
+		}
 	}
 	for path, info := range users {
 		if _, err := os.Stat(path); err != nil && mountutils.IsCorruptedMnt(err) {
