@@ -102,7 +102,13 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if !s.reachable(req.GetAccessibilityRequirements()) {
 		return nil, status.Errorf(codes.ResourceExhausted, "volumes of this driver live on node %s, which the topology requirement excludes", s.d.opts.NodeID)
 	}
-	release, err := s.d.locks.acquire("name/" + name)
+	// The source is held too: it must not be staged, grown or deleted while
+	// it is copied.
+	keys := []string{"name/" + name}
+	if src := srcVol + srcSnap; src != "" {
+		keys = append(keys, src)
+	}
+	release, err := s.d.locks.acquire(keys...)
 	if err != nil {
 		return nil, err
 	}

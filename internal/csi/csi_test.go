@@ -228,6 +228,14 @@ func TestBusyVolumeIsAborted(t *testing.T) {
 	}
 	_, err = l.acquire("vol-1")
 	wantCode(t, err, codes.Aborted)
+	if _, err := l.acquire("vol-3", "vol-1"); status.Code(err) != codes.Aborted {
+		t.Fatalf("a set with a busy key: %v", err)
+	}
+	if r3, err := l.acquire("vol-3"); err != nil {
+		t.Fatalf("a failed set must take nothing: %v", err)
+	} else {
+		r3()
+	}
 	if r2, err := l.acquire("vol-2"); err != nil {
 		t.Fatalf("another volume must not wait: %v", err)
 	} else {

@@ -18,17 +18,26 @@ type keyLocks struct {
 
 func newKeyLocks() *keyLocks { return &keyLocks{busy: map[string]struct{}{}} }
 
-// acquire takes key, or returns an ABORTED status naming it.
-func (l *keyLocks) acquire(key string) (release func(), err error) {
+// acquire takes every key, or none and returns an ABORTED status naming
+// the busy one. Taking all at once, or failing at once, is what keeps a
+// clone (its name and its source) and a group snapshot (all its members)
+// from ever deadlocking with each other.
+func (l *keyLocks) acquire(keys ...string) (release func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.busy[key]; ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on %s is already in progress", key)
+	for _, key := range keys {
+		if _, ok := l.busy[key]; ok {
+			return nil, status.Errorf(codes.Aborted, "an operation on %s is already in progress", key)
+		}
 	}
-	l.busy[key] = struct{}{}
+	for _, key := range keys {
+		l.busy[key] = struct{}{}
+	}
 	return func() {
 		l.mu.Lock()
-		delete(l.busy, key)
+		for _, key := range keys {
+			delete(l.busy, key)
+		}
 		l.mu.Unlock()
 	}, nil
 }

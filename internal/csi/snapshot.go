@@ -45,7 +45,7 @@ func (s *controllerServer) CreateSnapshot(ctx context.Context, req *csi.CreateSn
 	}
 	// The volume is held while it is copied, so it is not staged, expanded
 	// or deleted halfway through.
-	release, err := s.d.locks.acquire(req.GetSourceVolumeId())
+	release, err := s.d.locks.acquire("snapshot-name/"+req.GetName(), req.GetSourceVolumeId())
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (s *groupControllerServer) CreateVolumeGroupSnapshot(ctx context.Context, r
 		return nil, invalid("source volume IDs are missing")
 	}
 	ids := slices.Clone(req.GetSourceVolumeIds())
-	slices.Sort(ids) // a fixed order, so two groups never wait on each other
+	slices.Sort(ids)
 	if len(slices.Compact(slices.Clone(ids))) != len(ids) {
 		return nil, invalid("a volume is named twice")
 	}
@@ -156,12 +156,12 @@ func (s *groupControllerServer) CreateVolumeGroupSnapshot(ctx context.Context, r
 		if err := checkID(id); err != nil {
 			return nil, err
 		}
-		release, err := s.d.locks.acquire(id)
-		if err != nil {
-			return nil, err
-		}
-		defer release()
 	}
+	release, err := s.d.locks.acquire(append([]string{"group-name/" + req.GetName()}, ids...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	g, err := s.d.backend.CreateGroupSnapshot(ctx, req.GetName(), req.GetSourceVolumeIds())
 	if err != nil {
 		return nil, toStatus(err)
