@@ -136,8 +136,18 @@ func TestKilledDriverCarriesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	snap, err := d.ctrl.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "before-crash", SourceVolumeId: vol.VolumeId})
+	noErr(t, err)
+
 	d.stop(syscall.SIGKILL)
 	d.start()
+
+	// The snapshot outlived the driver, and still holds the data.
+	listed, err := d.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{SnapshotId: snap.Snapshot.SnapshotId})
+	noErr(t, err)
+	if len(listed.Entries) != 1 || listed.Entries[0].Snapshot.SourceVolumeId != vol.VolumeId {
+		t.Fatalf("snapshot after restart: %v", listed.Entries)
+	}
 
 	_, err = d.node.NodeStageVolume(ctx, stage)
 	noErr(t, err)
@@ -157,6 +167,8 @@ func TestKilledDriverCarriesOn(t *testing.T) {
 	_, err = d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging})
 	noErr(t, err)
 	_, err = d.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
+	noErr(t, err)
+	_, err = d.ctrl.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.Snapshot.SnapshotId})
 	noErr(t, err)
 	d.stop(syscall.SIGTERM)
 	testutil.CheckClean(t, d.dir)

@@ -105,6 +105,14 @@ func TestFilesystemLifecycle(t *testing.T) {
 			if got := fsTypeAt(t, r.target(v.ID)); got != fs {
 				t.Errorf("mounted as %s", got)
 			}
+			vs, err := r.b.Stats(context.Background(), v.ID, r.target(v.ID))
+			r.must(err)
+			if vs.Block || vs.TotalBytes != size || vs.UsedBytes <= 0 || vs.AvailBytes <= 0 || (fs != "btrfs" && vs.TotalInodes <= 0) {
+				t.Errorf("stats %+v, want the volume's own filesystem (%d bytes)", vs, size)
+			}
+			if _, err := r.b.Stats(context.Background(), v.ID, r.dir); !errors.Is(err, backend.ErrNotFound) {
+				t.Errorf("stats where the volume is not: %v", err)
+			}
 			r.down(v)
 			testutil.CheckClean(t, r.dir)
 		})
@@ -246,6 +254,11 @@ func TestBlockVolume(t *testing.T) {
 		t.Fatalf("target mode %o is not a block device", st.Mode)
 	}
 	r.must(writeAt(r.target(v.ID), []byte("block data"), 4096))
+	st2, err := r.b.Stats(context.Background(), v.ID, r.target(v.ID))
+	r.must(err)
+	if !st2.Block || st2.TotalBytes != v.Size {
+		t.Errorf("block stats %+v, want the device size %d", st2, v.Size)
+	}
 	r.down(v)
 	testutil.CheckClean(t, r.dir)
 }
