@@ -71,13 +71,22 @@ func (d *driver) capabilities() flex.Capabilities {
 // volumeFor finds the volume the options name: `volumeID`, else the volume
 // named by `image`, else by kubernetes.io/pvOrVolumeName. With create, a
 // named volume is made when missing, with `size` and `fsType`.
+//
+// A name kubelet gives is qualified by the pod's namespace when the call
+// carries one (mount does): for an inline volume it is the pod's own
+// volume name, such as "data", which unrelated pods in other namespaces
+// use too, and they must never share a disk. Only `image` names a disk
+// across namespaces, on purpose.
 func (d *driver) volumeFor(ctx context.Context, o *flex.Options, create bool) (*backend.Volume, error) {
 	if id := o.Driver[optVolumeID]; id != "" {
 		return d.store.GetVolume(ctx, id)
 	}
 	name := o.Driver[optImage]
-	if name == "" {
+	if name == "" && o.VolumeName != "" {
 		name = o.VolumeName
+		if o.PodNamespace != "" {
+			name = o.PodNamespace + "/" + o.VolumeName
+		}
 	}
 	if name == "" {
 		return nil, fmt.Errorf("no volume named: set option %q or %q: %w", optVolumeID, optImage, backend.ErrInvalid)

@@ -284,3 +284,24 @@ func hasCapSysResource(t *testing.T) bool {
 	}
 	return false
 }
+
+// Two pods in different namespaces with an inline volume of the same name
+// get two disks: a pod's volume name is not a cluster-wide identity.
+func TestInlineVolumesDoNotCrossNamespaces(t *testing.T) {
+	e := rootEnv(t, false)
+	podA, podB := e.podDir("a"), e.podDir("b")
+	optsFor := func(ns, uid string) string {
+		return options("data", map[string]string{"size": "32Mi", flex.KeyPodNamespace: ns, flex.KeyPodUID: uid})
+	}
+	e.run(flex.StatusSuccess, "mount", podA, optsFor("team-a", "uid-a"))
+	e.run(flex.StatusSuccess, "mount", podB, optsFor("team-b", "uid-b"))
+	if err := os.WriteFile(filepath.Join(podA, "private"), []byte("team a only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(podB, "private")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a pod in team-b sees team-a's file: %v", err)
+	}
+	e.run(flex.StatusSuccess, "unmount", podA)
+	e.run(flex.StatusSuccess, "unmount", podB)
+	testutil.CheckClean(t, e.dir)
+}
