@@ -54,6 +54,7 @@ the driver's log.`,
 	f.BoolVar(&o.keep, "keep", false, "keep the temporary directory (pool, driver log) for inspection")
 	f.BoolVar(&o.attach, "attach", true, "run the driver with --enable-attach, so ControllerPublish is part of the walk")
 	f.StringVar(&o.fsType, "fs-type", "ext4", "filesystem for the volume: ext4, xfs or btrfs")
+	f.BoolVar(&o.more, "snapshots-and-expansion", true, "also snapshot the volume, restore the snapshot, and expand the volume online")
 	f.StringVar(&size, "size", "1Gi", "volume size (suffixes Ki, Mi, Gi accepted)")
 	return cmd
 }

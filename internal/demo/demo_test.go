@@ -105,6 +105,11 @@ func TestDemo(t *testing.T) {
 		"Stop the driver (SIGTERM)",
 		"nothing left behind",
 		"and back, in",
+		"CreateSnapshot of the published volume",
+		"hello.bin is there, after-snapshot.txt (written later) is not",
+		"Expand the volume to twice its size",
+		"size 1.9Gi",
+		"DeleteSnapshot",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("narration lacks %q", want)

@@ -32,6 +32,8 @@ type options struct {
 	attach bool
 	fsType string
 	size   int64
+	// more adds snapshot, restore and expansion to the walk.
+	more bool
 }
 
 // undoStep is the way back from one forward step.
@@ -190,6 +192,7 @@ func (d *demo) forward(ctx context.Context) error {
 	steps := []func(context.Context) error{
 		d.startDriver, d.identity, d.capabilities, d.createVolume, d.controllerPublish,
 		d.nodeStage, d.nodePublish, d.useVolume, d.showSpace, d.showMounts,
+		d.snapshotAndRestore, d.expand,
 	}
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
