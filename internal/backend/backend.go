@@ -57,6 +57,8 @@ type Volume struct {
 	// ResizePending is set when the disk grew while the filesystem on it
 	// has not yet: the next stage or node expansion grows it.
 	ResizePending bool `json:"resizePending,omitempty"`
+	// Formatting marks a first format in progress (see local.formatIfBlank).
+	Formatting bool `json:"formatting,omitempty"`
 	// Shared is set once the image shares blocks with a snapshot or clone
 	// (reflink): overwriting them takes new space, so all of Size is
 	// counted as promised.

@@ -92,6 +92,15 @@ func (m *Mounter) Format(ctx context.Context, dev, fstype string) error {
 	return nil
 }
 
+// Wipe erases every filesystem and partition-table signature on dev. Only
+// for a device that holds nothing but an interrupted mkfs of our own.
+func (m *Mounter) Wipe(ctx context.Context, dev string) error {
+	if out, err := exec.CommandContext(ctx, "wipefs", "-a", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("wipefs %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // Check repairs what fsck can repair without asking, for ext filesystems;
 // other filesystems check themselves when mounted. It fails only when fsck
 // reports errors it could not correct.

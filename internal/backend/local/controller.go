@@ -67,6 +67,15 @@ func New(dir, node string) (*Backend, error) {
 		return nil, err
 	}
 	b.thawAll()
+	vols, err := b.ListVolumes(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range vols {
+		if err := b.releaseOrphan(v); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
@@ -255,6 +264,9 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.releaseOrphan(v); err != nil {
+		return err
+	}
 	if dev, err := loop.Find(b.pool.image(id)); err != nil {
 		return err
 	} else if dev != "" {
@@ -303,3 +315,22 @@ func (b *Backend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
 }
 
 var _ backend.Backend = (*Backend)(nil)
+
+// releaseOrphan detaches the loop device of a filesystem volume that is not
+// mounted anywhere: a staged filesystem volume is always mounted, so such a
+// device is what a stage cut short by a crash left. (A raw block volume's
+// device is its stage, mounted or not, and stays.)
+func (b *Backend) releaseOrphan(v *backend.Volume) error {
+	if v.Block {
+		return nil
+	}
+	dev, err := loop.Find(b.pool.image(v.ID))
+	if err != nil || dev == "" {
+		return err
+	}
+	users, err := mount.UsersOf(dev)
+	if err != nil || len(users) > 0 {
+		return err
+	}
+	return loop.Detach(dev)
+}

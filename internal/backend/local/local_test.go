@@ -394,3 +394,49 @@ func TestOpenClearsCrashLeftovers(t *testing.T) {
 		}
 	}
 }
+
+// A driver that died between attaching the loop device and mounting it
+// leaves a device no one uses: the next start, or a DeleteVolume, lets it go.
+func TestOrphanDeviceIsReleased(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.create("orphan", 32*MiB, "ext4", false)
+	if _, err := loop.Attach(r.b.pool.image(v.ID), loop.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(r.b.pool.dir, "node-a"); err != nil { // the restart
+		t.Fatal(err)
+	}
+	if dev, _ := loop.Find(r.b.pool.image(v.ID)); dev != "" {
+		t.Errorf("restart kept the orphan %s", dev)
+	}
+	if _, err := loop.Attach(r.b.pool.image(v.ID), loop.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r.must(r.b.DeleteVolume(ctx, v.ID))
+	testutil.CheckClean(t, r.dir)
+}
+
+// A first format cut short leaves written blocks and no signature. The
+// mark in the metadata says only mkfs wrote there, so the next stage wipes
+// and formats; without the mark the same bytes would be refused.
+func TestInterruptedFirstFormatIsRedone(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.create("half-formatted", 64*MiB, "ext4", false)
+	r.must(writeAt(r.b.pool.image(v.ID), bytes.Repeat([]byte{0x5a}, 1<<20), 0))
+	if err := r.stage(v, false); !errors.Is(err, backend.ErrPrecondition) {
+		t.Fatalf("unknown bytes, no mark: %v", err)
+	}
+	v.Formatting = true // as formatIfBlank leaves it when mkfs is killed
+	r.must(writeVolume(r.b.pool.volumeDir(v.ID), v))
+	r.must(r.stage(v, false))
+	got, err := r.b.GetVolume(ctx, v.ID)
+	r.must(err)
+	if got.Formatting {
+		t.Error("the mark outlived the format")
+	}
+	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+	r.must(r.b.DeleteVolume(ctx, v.ID))
+	testutil.CheckClean(t, r.dir)
+}

@@ -25,6 +25,11 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if err != nil {
 		return err
 	}
+	if !req.Block && req.FsType != "" && v.FsType != "" && req.FsType != v.FsType {
+		// The metadata's filesystem drives growth and validation later;
+		// a volume is one filesystem for its whole life.
+		return fmt.Errorf("volume %s is %s, not %s: %w", req.ID, v.FsType, req.FsType, backend.ErrPrecondition)
+	}
 	image := b.pool.image(req.ID)
 	staging := b.stagingPath(req.ID, req.StagingPath)
 	if !req.Block {
@@ -53,7 +58,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if fsType == "" {
 		fsType = "ext4"
 	}
-	if err := b.formatIfBlank(ctx, dev, image, fsType, req.ReadOnly); err != nil {
+	if err := b.formatIfBlank(ctx, v, dev, fsType, req.ReadOnly); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	if v.ResizePending && strings.HasPrefix(fsType, "ext") && !req.ReadOnly {
@@ -140,28 +145,35 @@ func (b *Backend) stagedAt(path, image string) (bool, error) {
 // the filesystem is not the one asked for, and when blkid sees nothing but
 // the image has been written to: blkid failing to recognise data is not
 // proof that there is none.
-func (b *Backend) formatIfBlank(ctx context.Context, dev, image, fsType string, readOnly bool) error {
-	existing, err := b.mount.DiskFormat(dev)
-	if err != nil {
-		return err
-	}
-	switch {
-	case existing == fsType:
-		if readOnly {
-			return nil
+//
+// The first format is bracketed by a mark in the metadata, so a format cut
+// short by a crash (which leaves written blocks and maybe no signature) is
+// recognised as ours: nothing but mkfs ever wrote there, since a volume is
+// mounted only after the mark is cleared, and it is wiped and done again.
+func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsType string, readOnly bool) error {
+	if !v.Formatting {
+		existing, err := b.mount.DiskFormat(dev)
+		if err != nil {
+			return err
 		}
-		return b.mount.Check(ctx, dev, fsType)
-	case existing != "":
-		return fmt.Errorf("the volume holds %s, not %s: %w", existing, fsType, backend.ErrPrecondition)
-	case readOnly:
-		return fmt.Errorf("a blank volume cannot be staged read-only: there is no filesystem to mount: %w", backend.ErrInvalid)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(image, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", image, err)
-	}
-	if st.Blocks != 0 {
-		return fmt.Errorf("the volume holds data but no filesystem blkid knows; refusing to format it: %w", backend.ErrPrecondition)
+		switch {
+		case existing == fsType:
+			if readOnly {
+				return nil
+			}
+			return b.mount.Check(ctx, dev, fsType)
+		case existing != "":
+			return fmt.Errorf("the volume holds %s, not %s: %w", existing, fsType, backend.ErrPrecondition)
+		case readOnly:
+			return fmt.Errorf("a blank volume cannot be staged read-only: there is no filesystem to mount: %w", backend.ErrInvalid)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(b.pool.image(v.ID), &st); err != nil {
+			return fmt.Errorf("stat image: %w", err)
+		}
+		if st.Blocks != 0 {
+			return fmt.Errorf("the volume holds data but no filesystem blkid knows; refusing to format it: %w", backend.ErrPrecondition)
+		}
 	}
 	select {
 	case b.formatSem <- struct{}{}:
@@ -169,7 +181,21 @@ func (b *Backend) formatIfBlank(ctx context.Context, dev, image, fsType string, 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return b.mount.Format(ctx, dev, fsType)
+	if v.Formatting {
+		if err := b.mount.Wipe(ctx, dev); err != nil {
+			return err
+		}
+	} else {
+		v.Formatting = true
+		if err := writeVolume(b.pool.volumeDir(v.ID), v); err != nil {
+			return err
+		}
+	}
+	if err := b.mount.Format(ctx, dev, fsType); err != nil {
+		return err
+	}
+	v.Formatting = false
+	return writeVolume(b.pool.volumeDir(v.ID), v)
 }
 
 // Unstage unmounts the staging path and detaches the loop device. It only
