@@ -67,8 +67,10 @@ func New(opts Options, b backend.Backend) (*Driver, error) {
 	default:
 		return nil, fmt.Errorf("mode %q: use all, controller or node", opts.Mode)
 	}
-	if opts.NodeID == "" && opts.Mode != ModeController {
-		return nil, fmt.Errorf("a node ID is required in mode %s", opts.Mode)
+	if opts.NodeID == "" {
+		// Even a controller-only process needs it: volumes and snapshots
+		// are on a node, and their topology names it.
+		return nil, fmt.Errorf("a node ID is required")
 	}
 	if opts.MaxVolumesPerNode < 0 {
 		return nil, fmt.Errorf("max volumes per node %d: must not be negative", opts.MaxVolumesPerNode)

@@ -21,12 +21,15 @@ func (s *identityServer) GetPluginCapabilities(ctx context.Context, req *csi.Get
 		return &csi.PluginCapability{Type: &csi.PluginCapability_Service_{
 			Service: &csi.PluginCapability_Service{Type: t}}}
 	}
-	caps := []*csi.PluginCapability{service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS)}
-	if s.d.servesController() {
-		caps = append(caps, service(csi.PluginCapability_Service_CONTROLLER_SERVICE))
-		if s.d.backend.Capabilities().GroupSnapshots {
-			caps = append(caps, service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE))
-		}
+	// These describe the plugin, not this process: a node-mode process
+	// still belongs to a plugin with a controller (kubelet and the sidecars
+	// read them from whichever process they reach).
+	caps := []*csi.PluginCapability{
+		service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS),
+		service(csi.PluginCapability_Service_CONTROLLER_SERVICE),
+	}
+	if s.d.backend.Capabilities().GroupSnapshots {
+		caps = append(caps, service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE))
 	}
 	if s.d.backend.Capabilities().Snapshots {
 		// A snapshot lives in the pool of the node that took it.

@@ -28,6 +28,9 @@ type variant struct {
 	// expandOnNode: the deployment mode where NodeExpandVolume grows the
 	// disk (xfs: online growth needs no capability this sandbox lacks).
 	expandOnNode bool
+	// split runs the controller and the node service as two drivers
+	// (--mode=controller, --mode=node) on one pool, as a deployment may.
+	split bool
 }
 
 var variants = []variant{
@@ -35,6 +38,7 @@ var variants = []variant{
 	{name: "mount xfs, no attach, expand on node", accessType: "mount", fsType: "xfs", expandOnNode: true},
 	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
 	{name: "block, no attach", accessType: "block"},
+	{name: "mount btrfs, attach, split controller and node", accessType: "mount", fsType: "btrfs", attach: true, maxPerNode: 4, split: true},
 }
 
 func TestSanity(t *testing.T) {
@@ -43,9 +47,13 @@ func TestSanity(t *testing.T) {
 	t.Cleanup(func() { testutil.Cleanup(dir) })
 	for i, v := range variants {
 		base := filepath.Join(dir, string(rune('a'+i)))
-		addr := startDriver(t, base, v)
 		cfg := sanity.NewTestConfig()
-		cfg.Address = addr
+		if v.split {
+			cfg.Address = startDriver(t, base, "node", csi.ModeNode, v)
+			cfg.ControllerAddress = startDriver(t, base, "controller", csi.ModeController, v)
+		} else {
+			cfg.Address = startDriver(t, base, "all", csi.ModeAll, v)
+		}
 		cfg.TargetPath = filepath.Join(base, "target")
 		cfg.StagingPath = filepath.Join(base, "staging")
 		// Big enough for every filesystem's minimum, small enough that the
@@ -66,19 +74,19 @@ func TestSanity(t *testing.T) {
 	testutil.CheckClean(t, dir)
 }
 
-func startDriver(t *testing.T, base string, v variant) string {
+func startDriver(t *testing.T, base, name string, mode csi.Mode, v variant) string {
 	b, err := local.New(filepath.Join(base, "pool"), "sanity-node")
 	if err != nil {
 		t.Fatal(err)
 	}
 	d, err := csi.New(csi.Options{
-		Name: "local.csi.volplug.io", NodeID: "sanity-node",
+		Name: "local.csi.volplug.io", NodeID: "sanity-node", Mode: mode,
 		EnableAttach: v.attach, MaxVolumesPerNode: v.maxPerNode, ExpandOnNode: v.expandOnNode,
 	}, b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(base, "csi.sock")
+	sock := filepath.Join(base, name+".sock")
 	l, err := csi.Listen("unix://" + sock)
 	if err != nil {
 		t.Fatal(err)
