@@ -328,3 +328,29 @@ func hasStatus(entries []*csi.VolumeHealth_VolumeHealthEntry, want csi.VolumeHea
 	}
 	return false
 }
+
+// Secrets in requests never reach the driver's log, even at the verbosity
+// that logs every request (--v=4, as this driver runs).
+func TestSecretsStayOutOfLogs(t *testing.T) {
+	d := newDriver(t)
+	const secret = "hunter2-do-not-log-me"
+	_, err := d.ctrl.CreateVolume(context.Background(), &csi.CreateVolumeRequest{
+		Name: "with-secrets", VolumeCapabilities: []*csi.VolumeCapability{mountCap("ext4")},
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 16 << 20},
+		Secrets:       map[string]string{"password": secret},
+	})
+	noErr(t, err)
+	_, err = d.ctrl.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: "bad/id", Secrets: map[string]string{"password": secret}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an ID with a slash: %v", err)
+	}
+	d.stop(syscall.SIGTERM)
+	log, err := os.ReadFile(filepath.Join(d.dir, "driver.log"))
+	noErr(t, err)
+	if !strings.Contains(string(log), "CreateVolume") {
+		t.Fatal("the driver log does not show the calls; the check below would prove nothing")
+	}
+	if strings.Contains(string(log), secret) {
+		t.Error("a secret reached the driver's log")
+	}
+}
