@@ -50,7 +50,8 @@ Configuration: $` + ConfigEnv + `, else volplug.json beside the executable:
   {"pool": "/var/lib/volplug/flex/local", "node": "<hostname>",
    "attach": false, "logFile": "/var/log/volplug/flex-local.log"}
 Volume options: volumeID (an existing volume), or image (a volume name;
-default: the PV name), size (e.g. 1Gi), fsType (ext4, xfs, btrfs).`,
+default: <pod namespace>/<PV or pod volume name>), size (e.g. 1Gi),
+fsType (ext4, xfs, btrfs).`,
 		// Arguments are the protocol's, not flags; and cobra must print
 		// nothing, since the whole output is the JSON answer.
 		DisableFlagParsing: true,
