@@ -5,11 +5,10 @@ set -euo pipefail
 
 # command -> Debian package that provides it
 declare -A need=(
-  [mkfs.ext4]=e2fsprogs
-  [mkfs.xfs]=xfsprogs
-  [mkfs.btrfs]=btrfs-progs
-  [blkid]=util-linux
-  [losetup]=util-linux
+  [mkfs.ext4]=e2fsprogs [e2fsck]=e2fsprogs [resize2fs]=e2fsprogs [dumpe2fs]=e2fsprogs
+  [mkfs.xfs]=xfsprogs [xfs_growfs]=xfsprogs [xfs_io]=xfsprogs
+  [mkfs.btrfs]=btrfs-progs [btrfs]=btrfs-progs
+  [blkid]=util-linux [losetup]=util-linux [wipefs]=util-linux [blockdev]=util-linux
   [mount]=mount
 )
 
