@@ -21,14 +21,7 @@ func (s *controllerServer) ControllerGetVolumeHealth(ctx context.Context, req *c
 }
 
 func (s *controllerServer) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries must not be negative")
-	}
-	all, err := s.d.backend.ListVolumes(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
+	page, next, err := s.volumePage(ctx, req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, err
 	}

@@ -13,14 +13,7 @@ import (
 )
 
 func (s *controllerServer) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries must not be negative")
-	}
-	all, err := s.d.backend.ListVolumes(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	page, next, err := paginate(all, func(v *backend.Volume) string { return v.ID }, req.GetStartingToken(), int(req.GetMaxEntries()))
+	page, next, err := s.volumePage(ctx, req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, err
 	}
@@ -32,6 +25,19 @@ func (s *controllerServer) ListVolumes(ctx context.Context, req *csi.ListVolumes
 		})
 	}
 	return resp, nil
+}
+
+// volumePage is one page of the backend's volumes, for ListVolumes and
+// ControllerListVolumeHealth.
+func (s *controllerServer) volumePage(ctx context.Context, token string, max int32) ([]*backend.Volume, string, error) {
+	if max < 0 {
+		return nil, "", invalid("max_entries must not be negative")
+	}
+	all, err := s.d.backend.ListVolumes(ctx)
+	if err != nil {
+		return nil, "", toStatus(err)
+	}
+	return paginate(all, func(v *backend.Volume) string { return v.ID }, token, int(max))
 }
 
 // paginate cuts a list sorted by key into a page. A token names the key of

@@ -50,10 +50,7 @@ func (s *nodeServer) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCa
 }
 
 func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	staging, err := checkPath("staging target path", req.GetStagingTargetPath())
+	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +94,7 @@ func (s *nodeServer) attachedHere(ctx context.Context, id string) error {
 }
 
 func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	staging, err := checkPath("staging target path", req.GetStagingTargetPath())
+	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -116,10 +110,7 @@ func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 }
 
 func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	target, err := checkPath("target path", req.GetTargetPath())
+	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -160,10 +151,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 }
 
 func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
-		return nil, err
-	}
-	target, err := checkPath("target path", req.GetTargetPath())
+	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}

@@ -126,3 +126,12 @@ func checkVolumePath(p string) (string, error) {
 	}
 	return clean, nil
 }
+
+// checkIDAndPath validates a node request's volume ID, then one of its
+// paths, and returns the clean path.
+func checkIDAndPath(id, what, path string) (string, error) {
+	if err := checkID(id); err != nil {
+		return "", err
+	}
+	return checkPath(what, path)
+}
