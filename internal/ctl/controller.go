@@ -368,19 +368,35 @@ func optInt(v *wrapperspb.Int64Value) string {
 }
 
 func newControllerCaps(g *globals) *cobra.Command {
+	return capsCommand(g, "ControllerGetCapabilities: which controller calls the driver implements",
+		func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, []string, error) {
+			r, err := csi.NewControllerClient(conn).ControllerGetCapabilities(ctx, &csi.ControllerGetCapabilitiesRequest{})
+			if err != nil {
+				return nil, nil, fmt.Errorf("ControllerGetCapabilities: %w", err)
+			}
+			var names []string
+			for _, c := range r.GetCapabilities() {
+				names = append(names, c.GetRpc().GetType().String())
+			}
+			return r, names, nil
+		})
+}
+
+// capsCommand is a get-capabilities command: one call, a one-column table.
+func capsCommand(g *globals, short string, get func(context.Context, *grpc.ClientConn) (proto.Message, []string, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get-capabilities",
-		Short: "ControllerGetCapabilities: which controller calls the driver implements",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.run(cmd, func(ctx context.Context, conn *grpc.ClientConn, p *printer) error {
-				r, err := csi.NewControllerClient(conn).ControllerGetCapabilities(ctx, &csi.ControllerGetCapabilitiesRequest{})
+				r, names, err := get(ctx, conn)
 				if err != nil {
-					return fmt.Errorf("ControllerGetCapabilities: %w", err)
+					return err
 				}
 				return p.print(r, []string{"CAPABILITY"}, func(t *table) {
-					for _, c := range r.GetCapabilities() {
-						t.row(c.GetRpc().GetType().String())
+					for _, n := range names {
+						t.row(n)
 					}
 				})
 			})

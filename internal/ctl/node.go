@@ -164,24 +164,18 @@ func newNodeGetInfo(g *globals) *cobra.Command {
 }
 
 func newNodeCaps(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "get-capabilities",
-		Short: "NodeGetCapabilities: which node calls the driver implements",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.run(cmd, func(ctx context.Context, conn *grpc.ClientConn, p *printer) error {
-				r, err := csi.NewNodeClient(conn).NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{})
-				if err != nil {
-					return fmt.Errorf("NodeGetCapabilities: %w", err)
-				}
-				return p.print(r, []string{"CAPABILITY"}, func(t *table) {
-					for _, c := range r.GetCapabilities() {
-						t.row(c.GetRpc().GetType().String())
-					}
-				})
-			})
-		},
-	}
+	return capsCommand(g, "NodeGetCapabilities: which node calls the driver implements",
+		func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, []string, error) {
+			r, err := csi.NewNodeClient(conn).NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{})
+			if err != nil {
+				return nil, nil, fmt.Errorf("NodeGetCapabilities: %w", err)
+			}
+			var names []string
+			for _, c := range r.GetCapabilities() {
+				names = append(names, c.GetRpc().GetType().String())
+			}
+			return r, names, nil
+		})
 }
 
 // parseStatsArg reads csc's ID:VOLUME_PATH[:STAGING_PATH]; paths given by
