@@ -47,8 +47,12 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		return nil
 	}
 	defer func() {
-		if err != nil { // leave no loop device behind a failed stage
-			_ = loop.Detach(dev)
+		// Leave no loop device behind a failed stage, unless something
+		// uses it (a raw-block publish of the same volume).
+		if err != nil {
+			if users, uerr := mount.UsersOf(dev); uerr == nil && len(users) == 0 {
+				_ = loop.Detach(dev)
+			}
 		}
 	}()
 	fsType := req.FsType
