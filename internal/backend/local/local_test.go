@@ -440,3 +440,23 @@ func TestInterruptedFirstFormatIsRedone(t *testing.T) {
 	r.must(r.b.DeleteVolume(ctx, v.ID))
 	testutil.CheckClean(t, r.dir)
 }
+
+// Unstaging a volume a pod still uses is refused, for filesystem and raw
+// block volumes alike, and nothing is torn down.
+func TestUnstageWhilePublishedIsRefused(t *testing.T) {
+	for _, block := range []bool{false, true} {
+		r := newRig(t)
+		ctx := context.Background()
+		v := r.create(fmt.Sprintf("busy-%v", block), 16*MiB, "ext4", block)
+		r.must(r.stage(v, block))
+		r.must(r.publish(v, block, false))
+		if err := r.b.Unstage(ctx, v.ID, r.staging(v.ID)); !errors.Is(err, backend.ErrPrecondition) {
+			t.Errorf("block=%v: unstage while published: %v", block, err)
+		}
+		if dev, _ := r.b.Device(v.ID); dev == "" {
+			t.Errorf("block=%v: the refused unstage detached the device", block)
+		}
+		r.down(v)
+		testutil.CheckClean(t, r.dir)
+	}
+}

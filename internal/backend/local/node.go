@@ -210,6 +210,20 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 	}
 	image := b.pool.image(id)
 	stagingPath = b.stagingPath(id, stagingPath)
+	// Still published somewhere: unstaging now would pull the disk from
+	// under a pod. The CO unpublishes first; say so if it did not.
+	if dev, err := loop.Find(image); err != nil {
+		return err
+	} else if dev != "" {
+		users, err := mount.UsersOf(dev)
+		if err != nil {
+			return err
+		}
+		delete(users, stagingPath)
+		for path := range users {
+			return fmt.Errorf("volume %s is still published at %s: %w", id, path, backend.ErrPrecondition)
+		}
+	}
 	info, err := b.mount.Mounted(stagingPath)
 	if err != nil {
 		return err
