@@ -36,9 +36,8 @@ func newPrinter(w io.Writer, format string, noHeaders bool) (*printer, error) {
 
 // table collects rows and aligns them on flush.
 type table struct {
-	tw     *tabwriter.Writer
-	header bool
-	rows   int
+	tw   *tabwriter.Writer
+	rows int
 }
 
 // print emits one response. In table mode rows(t) fills the table; header

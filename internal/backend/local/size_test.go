@@ -45,7 +45,8 @@ func TestCheckID(t *testing.T) {
 }
 
 func TestVolumeIDIsStableAndDistinct(t *testing.T) {
-	if volumeID("a") != volumeID("a") || volumeID("a") == volumeID("b") {
+	first, again := volumeID("a"), volumeID("a")
+	if first != again || first == volumeID("b") {
 		t.Fatal("volume IDs must be a function of the name")
 	}
 	if err := checkID(volumeID("any name / with .. slashes")); err != nil {
