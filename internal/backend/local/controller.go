@@ -71,8 +71,12 @@ func New(dir, node string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	devs, err := loop.Devices() // one pass, not one per volume
+	if err != nil {
+		return nil, err
+	}
 	for _, v := range vols {
-		if err := b.releaseOrphan(v); err != nil {
+		if err := b.releaseOrphan(v, devs); err != nil {
 			return nil, err
 		}
 	}
@@ -264,9 +268,15 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.releaseOrphan(v); err != nil {
+	devs, err := loop.Devices()
+	if err != nil {
 		return err
 	}
+	if err := b.releaseOrphan(v, devs); err != nil {
+		return err
+	}
+	// By identity: whatever path the kernel shows for a device attached in
+	// another mount namespace, an image it still holds is in use.
 	if dev, err := loop.Find(b.pool.image(id)); err != nil {
 		return err
 	} else if dev != "" {
@@ -319,18 +329,30 @@ var _ backend.Backend = (*Backend)(nil)
 // releaseOrphan detaches the loop device of a filesystem volume that is not
 // mounted anywhere: a staged filesystem volume is always mounted, so such a
 // device is what a stage cut short by a crash left. (A raw block volume's
-// device is its stage, mounted or not, and stays.)
-func (b *Backend) releaseOrphan(v *backend.Volume) error {
+// device is its stage, mounted or not, and stays.) devs is a listing of
+// the node's loop devices.
+func (b *Backend) releaseOrphan(v *backend.Volume, devs []loop.Device) error {
 	if v.Block {
 		return nil
 	}
-	dev, err := loop.Find(b.pool.image(v.ID))
-	if err != nil || dev == "" {
+	id, err := loop.IdentityOf(b.pool.image(v.ID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	users, err := mount.UsersOf(dev)
-	if err != nil || len(users) > 0 {
-		return err
+	for _, d := range devs {
+		if d.Backing.FileID != id {
+			continue
+		}
+		users, err := mount.UsersOf(d.Path)
+		if err != nil || len(users) > 0 {
+			return err
+		}
+		if err := loop.Detach(d.Path); err != nil {
+			return err
+		}
 	}
-	return loop.Detach(dev)
+	return nil
 }
