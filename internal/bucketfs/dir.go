@@ -2,7 +2,6 @@ package bucketfs
 
 import (
 	"context"
-	"strings"
 	"syscall"
 	"time"
 
@@ -185,7 +184,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if len(key) > maxKeyLen {
 		return nil, syscall.ENAMETOOLONG
 	}
-	if err := d.fsys.st.put(ctx, key, strings.NewReader(""), 0); err != nil {
+	if err := d.fsys.st.mark(ctx, key); err != nil {
 		return nil, logErr("mkdir", key, err)
 	}
 	d.fsys.cache.set(d.key(), name, &entry{dir: true})

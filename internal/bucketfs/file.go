@@ -103,10 +103,13 @@ func (n *fileNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAtt
 		defer cancel()
 		n.mu.Lock()
 		e := n.truncateLocked(ctx, int64(size))
-		if e == 0 && n.opens == 0 {
-			// truncate(2) on a closed file: store it now.
+		if e == 0 && f == nil {
+			// truncate(2), not ftruncate(2): no close will follow to
+			// store it, so store it now.
 			e = n.commitLocked(ctx)
-			n.dropStageLocked()
+			if n.opens == 0 {
+				n.dropStageLocked()
+			}
 		}
 		n.mu.Unlock()
 		if e != 0 {
@@ -394,7 +397,7 @@ func (n *fileNode) commitLocked(ctx context.Context) syscall.Errno {
 	case n.stage != nil:
 		err = n.fsys.st.put(ctx, key, io.NewSectionReader(n.stage.f, 0, n.size), n.size)
 	default:
-		err = n.fsys.st.put(ctx, key, eofReader{}, 0)
+		err = n.fsys.st.mark(ctx, key)
 	}
 	if err != nil {
 		return logErr("store", key, err) // still dirty: a later flush tries again
@@ -433,8 +436,3 @@ func (s *staged) close(b *bfs) {
 	s.f.Close()
 	b.reserveStaging(-s.reserved)
 }
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
-

@@ -125,7 +125,14 @@ func (d *dirNode) renameDir(ctx context.Context, name string, np *dirNode, newNa
 	}
 	var moved []string
 	err := d.fsys.st.walk(ctx, from, func(key string, size int64) error {
-		if err := d.fsys.st.copy(ctx, key, to+strings.TrimPrefix(key, from), size); err != nil {
+		newKey := to + strings.TrimPrefix(key, from)
+		var err error
+		if strings.HasSuffix(key, "/") {
+			err = d.fsys.st.mark(ctx, newKey) // markers are made, not copied (versitygw refuses)
+		} else {
+			err = d.fsys.st.copy(ctx, key, newKey, size)
+		}
+		if err != nil {
 			return err
 		}
 		moved = append(moved, key)

@@ -1,6 +1,7 @@
 package bucketfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -187,11 +188,17 @@ func (s *store) download(ctx context.Context, key string, w io.Writer) (int64, e
 	return io.Copy(w, rc)
 }
 
+// putOpts: payloads go UNSIGNED-PAYLOAD, as minio-go does over https
+// anyway. Over http it would otherwise sign every chunk
+// (STREAMING-AWS4-HMAC-SHA256-PAYLOAD), which costs CPU, and versitygw
+// v1.8.0 misparses such a request when the body is empty (it answers 400
+// on the idle connection).
 func (s *store) putOpts() minio.PutObjectOptions {
 	return minio.PutObjectOptions{
-		ContentType: "application/octet-stream",
-		PartSize:    uint64(s.cfg.PartSize),
-		NumThreads:  4,
+		ContentType:          "application/octet-stream",
+		PartSize:             uint64(s.cfg.PartSize),
+		NumThreads:           4,
+		DisableContentSha256: true,
 	}
 }
 
@@ -204,6 +211,11 @@ func (s *store) put(ctx context.Context, key string, r io.Reader, size int64) er
 
 func (s *store) remove(ctx context.Context, key string) error {
 	return s.cl.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
+}
+
+// mark stores an empty object, such as a directory marker.
+func (s *store) mark(ctx context.Context, key string) error {
+	return s.put(ctx, key, bytes.NewReader(nil), 0)
 }
 
 // copy copies an object within the bucket, server side (multipart copy

@@ -99,7 +99,7 @@ func (s *stream) sendPart(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		part, err := st.core.PutObjectPart(ctx, st.bucket, s.key, s.uploadID, num,
-			bytes.NewReader(buf), int64(len(buf)), minio.PutObjectPartOptions{})
+			bytes.NewReader(buf), int64(len(buf)), minio.PutObjectPartOptions{DisableContentSha256: true})
 		if cap(buf) == int(s.fsys.cfg.PartSize) {
 			partBufs.Put(buf[:0]) //nolint:staticcheck // a slice header, reused whole
 		}
