@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -458,5 +459,47 @@ func TestMountFailsFast(t *testing.T) {
 		if strings.Contains(err.Error(), e.s3.SecretKey) || strings.Contains(err.Error(), "not-the-secret") {
 			t.Errorf("%s: the error shows the secret: %v", name, err)
 		}
+	}
+}
+
+// The design the mounter process builds on: one party mounts /dev/fuse
+// and holds the fd, a server serves it as /dev/fd/N, and the mounting
+// party unmounts.
+func TestServeMountedFD(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	mnt := filepath.Join(e.dir, "m")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := bucketfs.MountFUSE(mnt, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	fdPath := fmt.Sprintf("/dev/fd/%d", dev.Fd())
+	s, err := bucketfs.Mount(context.Background(), fdPath, cfg)
+	if err != nil {
+		unix.Unmount(mnt, 0)
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("through the fd"), 0o644); err != nil {
+		t.Error(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "through the fd" {
+		t.Errorf("read back: %q %v", got, err)
+	}
+	if s.Unmount() == nil {
+		t.Error("Unmount of a /dev/fd/N server succeeded; the mounter must unmount")
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server still running 10 s after the unmount")
 	}
 }

@@ -38,6 +38,11 @@ type bfs struct {
 	uploadSlots chan struct{} // one per part being uploaded
 }
 
+const (
+	fsType   = "bucketfs" // the mount shows as fuse.bucketfs
+	maxWrite = 1 << 20    // the largest read or write request from the kernel
+)
+
 // fdMountpoint is go-fuse's magic mountpoint: serve an already mounted
 // /dev/fuse fd instead of mounting.
 var fdMountpoint = regexp.MustCompile(`^/dev/fd/[0-9]+$`)
@@ -91,9 +96,9 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		GID:             cfg.GID,
 		MountOptions: fuse.MountOptions{
 			FsName:     cfg.FsName,
-			Name:       "bucketfs",
+			Name:       fsType,
 			AllowOther: cfg.AllowOther,
-			MaxWrite:   1 << 20,
+			MaxWrite:   maxWrite,
 			// One read at a time per open file, in order: the read-ahead
 			// below sees a sequential reader as sequential.
 			SyncRead:      true,
@@ -151,7 +156,8 @@ func (s *Server) Usage() (used, capacity int64) {
 }
 
 // Unmount unmounts (EBUSY while files are open) and returns once the
-// kernel has let go; Wait then returns.
+// kernel has let go; Wait then returns. A server of /dev/fd/N cannot: the
+// process that mounted unmounts the path (see MountFUSE).
 func (s *Server) Unmount() error {
 	if err := s.srv.Unmount(); err != nil {
 		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
