@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
-	mountutils "k8s.io/mount-utils"
 	"k8s.io/klog/v2"
+	mountutils "k8s.io/mount-utils"
 
 	"github.com/volplug/volplug/internal/mount"
 )
