@@ -69,6 +69,6 @@ func (s *nodeServer) removeEphemeral(ctx context.Context, id, target string) err
 	return errors.Join(
 		s.d.backend.Unpublish(ctx, id, target),
 		s.d.backend.Unstage(ctx, id, ""),
-		s.d.backend.DeleteVolume(ctx, id),
+		s.d.backend.DeleteVolume(ctx, id, nil),
 	)
 }

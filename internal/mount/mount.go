@@ -222,6 +222,16 @@ func MountsUnder(dir string) ([]string, error) {
 	return out, nil
 }
 
+// BySource lists the mounts whose source is source (a FUSE filesystem's
+// name, say): the mount and its binds.
+func BySource(source string) ([]*Info, error) {
+	infos, err := mountinfo.GetMounts(func(i *Info) (skip, stop bool) { return i.Source != source, false })
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	return infos, nil
+}
+
 // MakeFile creates an empty file at path (the target of a block volume's
 // bind mount) unless something is there already.
 func MakeFile(path string) error {

@@ -43,6 +43,11 @@ func (c *Client) Unmount(ctx context.Context, target string) error {
 	return c.call(ctx, http.MethodPost, "/v1/unmount", map[string]string{"Target": target}, nil)
 }
 
+// Repair mounts again a mount of the mounter's whose server died.
+func (c *Client) Repair(ctx context.Context, target string) error {
+	return c.call(ctx, http.MethodPost, "/v1/repair", map[string]string{"Target": target}, nil)
+}
+
 // SetCapacity changes the quota of the mount at target.
 func (c *Client) SetCapacity(ctx context.Context, target string, bytes int64) error {
 	return c.call(ctx, http.MethodPost, "/v1/capacity", map[string]any{"Target": target, "Bytes": bytes}, nil)

@@ -33,6 +33,7 @@ type Server struct {
 
 // entry is one mount this process serves or watches.
 type entry struct {
+	req          *Request // in memory only: a repair mounts it again
 	kind, source string
 	fingerprint  string // of the whole request, keys included
 	adopted      bool
@@ -89,6 +90,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return nil, badRequest(err)
 		}
 		return nil, s.Unmount(req.Target)
+	}))
+	mux.HandleFunc("POST /v1/repair", s.handle(func(ctx context.Context, body []byte) (any, error) {
+		var req struct{ Target string }
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, badRequest(err)
+		}
+		return nil, s.Repair(ctx, req.Target)
 	}))
 	mux.HandleFunc("POST /v1/capacity", s.handle(func(ctx context.Context, body []byte) (any, error) {
 		var req struct {
@@ -173,7 +181,7 @@ func (s *Server) Mount(ctx context.Context, req *Request) error {
 	if err != nil {
 		return err
 	}
-	ne.kind, ne.source, ne.fingerprint = req.Kind, req.FS.FsName, fp
+	ne.req, ne.kind, ne.source, ne.fingerprint = req, req.Kind, req.FS.FsName, fp
 	s.mu.Lock()
 	s.mounts[req.Target] = ne
 	s.mu.Unlock()
@@ -203,6 +211,20 @@ func (s *Server) adopt(req *Request, fp string) error {
 	s.mu.Unlock()
 	klog.InfoS("adopted a mount a predecessor made", "target", target, "source", info.Source)
 	return nil
+}
+
+// Repair mounts again, with the request it was made with, a mount of
+// this mounter's whose server died (s3fs or rclone killed, say). A live
+// mount needs nothing; a mount this mounter did not make cannot be
+// repaired here (ErrNotFound): the CO stages it again.
+func (s *Server) Repair(ctx context.Context, target string) error {
+	s.mu.Lock()
+	e := s.mounts[filepath.Clean(target)]
+	s.mu.Unlock()
+	if e == nil || e.req == nil {
+		return notFound(fmt.Errorf("no mount of this mounter at %s to repair", target))
+	}
+	return s.Mount(ctx, e.req)
 }
 
 // Unmount takes down the mount at target, whoever made it, and ends what

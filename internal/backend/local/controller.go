@@ -102,9 +102,14 @@ func Open(dir, node string) (*Backend, error) {
 
 // Capabilities: a disk image can do everything a cloud disk can.
 func (b *Backend) Capabilities() backend.Capabilities {
-	return backend.Capabilities{Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
+	return backend.Capabilities{NodeLocal: true, Listing: true, Attach: true,
+		Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
 		Stats: true, Health: true, Block: true, Ephemeral: true, Modify: true}
 }
+
+// paramFsType is the one StorageClass parameter: the filesystem to format
+// with when the claim's capability names none.
+const paramFsType = "fsType"
 
 // Dir returns the pool's resolved path.
 func (b *Backend) Dir() string { return b.pool.dir }
@@ -113,7 +118,15 @@ func (b *Backend) Dir() string { return b.pool.dir }
 // snapshot or volume, or returns the volume of the same name when its
 // properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
+	for k := range req.Parameters {
+		if k != paramFsType {
+			return nil, fmt.Errorf("unknown parameter %q (known: %s): %w", k, paramFsType, backend.ErrInvalid)
+		}
+	}
 	fsType := req.FsType
+	if fsType == "" {
+		fsType = req.Parameters[paramFsType]
+	}
 	if req.Block {
 		fsType = ""
 	} else if fsType == "" {
@@ -260,7 +273,7 @@ func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) 
 
 // DeleteVolume removes the volume's directory. A volume still attached to a
 // loop device (staged) or to a node is in use and stays.
-func (b *Backend) DeleteVolume(ctx context.Context, id string) error {
+func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets) error {
 	v, err := b.pool.readVolume(id)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil

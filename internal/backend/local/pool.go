@@ -103,6 +103,10 @@ func hashName(name string) string {
 // volume by one stat, and a lock on the name is a lock on the ID.
 func volumeID(name string) string { return "vol-" + hashName(name) }
 
+// ValidateID checks an ID's form: a name in the pool's directories, never
+// a path out of them.
+func (b *Backend) ValidateID(id string) error { return checkID(id) }
+
 func checkID(id string) error {
 	if !validID.MatchString(id) {
 		return fmt.Errorf("volume ID %q: must be 1-128 letters, digits, '.', '_' or '-', not starting with '.': %w", id, backend.ErrInvalid)
