@@ -379,7 +379,9 @@ func (b *Backend) Capacity(ctx context.Context) (int64, error) {
 func (b *Backend) Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error {
 	return unsupported("attachment")
 }
-func (b *Backend) Detach(ctx context.Context, id, node string) error { return unsupported("attachment") }
+func (b *Backend) Detach(ctx context.Context, id, node string) error {
+	return unsupported("attachment")
+}
 func (b *Backend) ModifyVolume(ctx context.Context, id string, params map[string]string) error {
 	return unsupported("mutable parameters")
 }
@@ -389,7 +391,9 @@ func (b *Backend) VolumeHealth(ctx context.Context, id string) (*backend.Health,
 func (b *Backend) CreateSnapshot(ctx context.Context, name, sourceID string) (*backend.Snapshot, error) {
 	return nil, unsupported("snapshots")
 }
-func (b *Backend) DeleteSnapshot(ctx context.Context, id string) error { return unsupported("snapshots") }
+func (b *Backend) DeleteSnapshot(ctx context.Context, id string) error {
+	return unsupported("snapshots")
+}
 func (b *Backend) GetSnapshot(ctx context.Context, id string) (*backend.Snapshot, error) {
 	return nil, unsupported("snapshots")
 }
