@@ -232,6 +232,21 @@ func BySource(source string) ([]*Info, error) {
 	return infos, nil
 }
 
+// SameDevice lists the mounts of i's device: i, its binds, and other
+// mounts of the same filesystem. (Each FUSE mount has a device number of
+// its own.)
+func SameDevice(i *Info) ([]*Info, error) {
+	infos, err := mountinfo.GetMounts(func(o *Info) (skip, stop bool) { return o.Major != i.Major || o.Minor != i.Minor, false })
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	return infos, nil
+}
+
+// IsFUSE reports a FUSE mount: "fuse.NAME", or plain "fuse" from libfuse 2
+// programs (s3fs) that set no subtype.
+func IsFUSE(i *Info) bool { return i.FSType == "fuse" || strings.HasPrefix(i.FSType, "fuse.") }
+
 // MakeFile creates an empty file at path (the target of a block volume's
 // bind mount) unless something is there already.
 func MakeFile(path string) error {

@@ -197,7 +197,7 @@ func (s *Server) adopt(req *Request, fp string) error {
 	if err != nil {
 		return err
 	}
-	if info == nil || info.Source != req.FS.FsName || info.FSType != "fuse."+req.Kind && !(req.Kind == Builtin && info.FSType == "fuse.bucketfs") {
+	if info == nil || info.Source != req.FS.FsName || !mount.IsFUSE(info) {
 		src := "nothing"
 		if info != nil {
 			src = info.FSType + " " + info.Source

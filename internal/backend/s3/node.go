@@ -163,12 +163,18 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 	if stagingPath == "" {
 		return fmt.Errorf("a staging path is needed: %w", backend.ErrInvalid)
 	}
-	if users, err := b.usersOf(id); err != nil {
+	// Binds of this staging mount (a FUSE mount has a device number of its
+	// own, which its binds share) are pods still using it.
+	if info, err := b.mount.Mounted(stagingPath); err != nil {
 		return err
-	} else {
+	} else if info != nil && mount.IsFUSE(info) {
+		users, err := mount.SameDevice(info)
+		if err != nil {
+			return err
+		}
 		for _, u := range users {
-			if u != stagingPath {
-				return fmt.Errorf("volume %s is still published at %s: %w", id, u, backend.ErrPrecondition)
+			if u.Mountpoint != stagingPath {
+				return fmt.Errorf("volume %s is still published at %s: %w", id, u.Mountpoint, backend.ErrPrecondition)
 			}
 		}
 	}
@@ -191,7 +197,7 @@ func (b *Backend) usersOf(id string) ([]string, error) {
 	}
 	var out []string
 	for _, i := range infos {
-		if strings.HasPrefix(i.FSType, "fuse.") {
+		if mount.IsFUSE(i) {
 			out = append(out, i.Mountpoint)
 		}
 	}
@@ -214,7 +220,7 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 	if err != nil {
 		return err
 	}
-	if info == nil || info.Source != source || !strings.HasPrefix(info.FSType, "fuse.") {
+	if info == nil || info.Source != source || !mount.IsFUSE(info) {
 		return fmt.Errorf("volume %s is not staged at %s: %w", req.ID, req.StagingPath, backend.ErrPrecondition)
 	}
 	if dead(req.StagingPath) {
@@ -352,7 +358,7 @@ func problem(h *backend.Health, kind backend.ProblemKind, format string, args ..
 // VolumeAt names the volume mounted at path, from the mount's source.
 func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
 	info, err := b.mount.Mounted(path)
-	if err != nil || info == nil || !strings.HasPrefix(info.FSType, "fuse.") {
+	if err != nil || info == nil || !mount.IsFUSE(info) {
 		return "", err
 	}
 	id := strings.TrimSuffix(info.Source, "/")
