@@ -62,7 +62,9 @@ func (r *rig) must(err error) {
 	}
 }
 
-func (r *rig) path(parts ...string) string { return filepath.Join(append([]string{r.dir}, parts...)...) }
+func (r *rig) path(parts ...string) string {
+	return filepath.Join(append([]string{r.dir}, parts...)...)
+}
 
 // stage and publish v at a staging path and a target of its own.
 func (r *rig) use(v *backend.Volume, name string, readOnly bool) (staging, target string) {
