@@ -152,11 +152,14 @@ func (s *controllerServer) onThisNode(t *csi.Topology) bool {
 }
 
 func (s *controllerServer) csiVolume(v *backend.Volume) *csi.Volume {
-	ctx := map[string]string{"name": v.Name}
-	if v.FsType != "" {
-		ctx["fsType"] = v.FsType
+	// A backend's own context, else what a disk image's volume has.
+	ctx := maps.Clone(v.Context)
+	if ctx == nil {
+		ctx = map[string]string{"name": v.Name}
+		if v.FsType != "" {
+			ctx["fsType"] = v.FsType
+		}
 	}
-	maps.Copy(ctx, v.Context)
 	vol := &csi.Volume{VolumeId: v.ID, CapacityBytes: v.Size, VolumeContext: ctx}
 	if s.d.backend.Capabilities().NodeLocal {
 		vol.AccessibleTopology = []*csi.Topology{{Segments: map[string]string{TopologyKey: v.Node}}}

@@ -39,7 +39,8 @@ type driver struct {
 	// the driver in a mount namespace of its own where the pool is bound
 	// there from nsBind (as a container sees the host's pool).
 	pool, nsBind string
-	name         string // of its socket and log, so two can share dir
+	name         string   // of its socket and log, so two can share dir
+	extra        []string // more flags
 }
 
 // freeAddress finds a free loopback port for the metrics server.
@@ -72,8 +73,11 @@ func (d *driver) start() {
 		d.t.Fatal(err)
 	}
 	defer log.Close()
-	args := []string{"csi", "--endpoint", d.sock(), "--node-id", "e2e-node",
-		"--pool", d.pool, "--v", "4", "--metrics-address", d.metrics}
+	args := []string{"csi", "--endpoint", d.sock(), "--node-id", "e2e-node", "--v", "4", "--metrics-address", d.metrics}
+	if d.pool != "" {
+		args = append(args, "--pool", d.pool)
+	}
+	args = append(args, d.extra...)
 	d.cmd = exec.Command(d.bin, args...)
 	if d.nsBind != "" {
 		d.cmd = inNamespace(d.nsBind, d.pool, d.bin, args...)

@@ -31,7 +31,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	if req.Block {
 		return fmt.Errorf("object storage has no raw block volumes: %w", backend.ErrInvalid)
 	}
-	if err := checkParams(withoutKey(req.Context, contextCapacity)); err != nil {
+	if err := checkParams(ownKeys(req.Context)); err != nil {
 		return err
 	}
 	for _, f := range req.MountFlags {
@@ -113,10 +113,13 @@ func ownership(fs *bucketfs.Config, params map[string]string, group string) erro
 	return nil
 }
 
-func withoutKey(m map[string]string, key string) map[string]string {
+// ownKeys is the volume context without what Kubernetes adds to it (keys
+// with a domain, such as storage.kubernetes.io/csiProvisionerIdentity) and
+// without the capacity, leaving the parameters.
+func ownKeys(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
-		if k != key {
+		if k != contextCapacity && !strings.Contains(k, "/") {
 			out[k] = v
 		}
 	}
