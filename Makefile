@@ -38,6 +38,7 @@ unit:
 
 bench: deps build
 	./$(BIN) bench
+	./$(BIN) bench s3 --versitygw bin/tools/versitygw
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 
 clean:
