@@ -85,3 +85,28 @@ func LogCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler 
 	}
 	return resp, err
 }
+
+// codeNames spell the codes as the CSI spec and gRPC's JSON form do.
+var codeNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN",
+	codes.InvalidArgument: "INVALID_ARGUMENT", codes.DeadlineExceeded: "DEADLINE_EXCEEDED",
+	codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED",
+	codes.OutOfRange: "OUT_OF_RANGE", codes.Unimplemented: "UNIMPLEMENTED",
+	codes.Internal: "INTERNAL", codes.Unavailable: "UNAVAILABLE", codes.DataLoss: "DATA_LOSS",
+	codes.Unauthenticated: "UNAUTHENTICATED",
+}
+
+// CodeName spells c as the CSI spec does, e.g. NOT_FOUND.
+func CodeName(c codes.Code) string { return codeNames[c] }
+
+// ParseCode reads a code spelled as CodeName spells it.
+func ParseCode(name string) (codes.Code, bool) {
+	for c, n := range codeNames {
+		if n == name {
+			return c, true
+		}
+	}
+	return codes.Unknown, false
+}
