@@ -188,6 +188,10 @@ func TestAttachDriver(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(staging, "f")); err != nil {
 		t.Fatalf("publish is not a bind of the staged filesystem: %v", err)
 	}
+	got, err := e.ctrl.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: "v1"})
+	if err != nil || len(got.GetStatus().GetPublishedNodeIds()) != 1 || got.GetStatus().GetPublishedNodeIds()[0] != "n1" {
+		t.Errorf("ControllerGetVolume = %v, %v: want published on n1 (isattached)", got, err)
+	}
 	if _, err := e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v1", TargetPath: target}); err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,8 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 		types = append(types, csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME)
 	}
 	if f.attach {
-		types = append(types, csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME)
+		types = append(types, csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+			csi.ControllerServiceCapability_RPC_GET_VOLUME)
 	}
 	if f.expandCtrl {
 		types = append(types, csi.ControllerServiceCapability_RPC_EXPAND_VOLUME)
@@ -289,4 +290,32 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 		size = res.VolumeNewSize
 	}
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: size, NodeExpansionRequired: s.a.feat.expandNode}, nil
+}
+
+// ControllerGetVolume reports where the volume is published, from the
+// driver's isattached, as controller-manager's reconciler asks it. The
+// adapter's own node is the one it asks about: isattached names one node,
+// and the adapter knows no list of nodes.
+func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
+	if !s.a.feat.attach {
+		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes")
+	}
+	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	opts := driverOptions{volumeID: req.GetVolumeId()}
+	res, err := s.a.call(ctx, flex.CallIsAttached, opts.json(), s.a.opts.NodeID)
+	attached := true // kubelet's default when isattached is not supported
+	switch {
+	case errors.Is(err, flex.ErrNotSupported):
+	case err != nil:
+		return nil, toStatus(res, err)
+	case res.Attached != nil:
+		attached = *res.Attached
+	}
+	st := &csi.ControllerGetVolumeResponse_VolumeStatus{}
+	if attached {
+		st.PublishedNodeIds = []string{s.a.opts.NodeID}
+	}
+	return &csi.ControllerGetVolumeResponse{Volume: &csi.Volume{VolumeId: req.GetVolumeId()}, Status: st}, nil
 }
