@@ -5,10 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,4 +318,78 @@ func TestDaemonHoldingOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.CheckClean(t, e.dir)
+}
+
+// kubelet's defaults for an attachable driver without mountdevice or
+// expandfs: the adapter formats (only a blank device) and mounts it, and
+// grows the mounted filesystem itself (xfs: it grows online without
+// CAP_SYS_RESOURCE, which some sandboxes lack).
+func TestAttachDriverDefaults(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+		t.Skip("needs xfsprogs (make deps)")
+	}
+	t.Setenv("FLEX_TEST_DEFAULTS", "1")
+	e := newEnv(t, "attach.sh", time.Minute)
+	if !e.a.feat.expandNode || e.a.feat.expandCtrl {
+		t.Fatalf("features %+v: want node expansion (generic resize) only", e.a.feat)
+	}
+	ctx := context.Background()
+	img := filepath.Join(e.dir, "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 320<<20); err != nil {
+		t.Fatal(err)
+	}
+	xfs := &csi.VolumeCapability{AccessMode: rwo.AccessMode,
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "xfs"}}}
+	volCtx := map[string]string{"image": img}
+	staging, target := filepath.Join(e.dir, "staging"), filepath.Join(e.dir, "target")
+	pub, err := e.ctrl.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
+		VolumeId: "v1", NodeId: "n1", VolumeCapability: xfs, VolumeContext: volCtx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "v1", StagingTargetPath: staging,
+		VolumeCapability: xfs, PublishContext: pub.PublishContext, VolumeContext: volCtx}); err != nil {
+		t.Fatal(err)
+	}
+	on, err := mount.New().Mounted(staging)
+	if err != nil || on == nil || on.FSType != "xfs" || !strings.HasPrefix(on.Source, "/dev/loop") {
+		t.Fatalf("staging mount %+v, %v: want xfs on a loop device", on, err)
+	}
+	if _, err := e.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: "v1", TargetPath: target,
+		StagingTargetPath: staging, VolumeCapability: xfs, VolumeContext: volCtx}); err != nil {
+		t.Fatal(err)
+	}
+	before := fsSize(t, target)
+	if err := os.Truncate(img, 480<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("losetup", "-c", on.Source).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -c: %v %s", err, out)
+	}
+	if _, err := e.node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: "v1", VolumePath: target,
+		StagingTargetPath: staging, CapacityRange: &csi.CapacityRange{RequiredBytes: 480 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	if after := fsSize(t, target); after <= before {
+		t.Errorf("filesystem %d bytes before, %d after: not grown", before, after)
+	}
+	if _, err := e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: "v1", TargetPath: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: "v1", StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckClean(t, e.dir)
+}
+
+func fsSize(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks) * st.Bsize
 }

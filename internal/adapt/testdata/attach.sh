@@ -3,12 +3,17 @@
 # the volume attribute "image" as the device, waitforattach gives it a
 # loop device, mountdevice formats (if blank) and mounts it; mount and
 # unmount are "Not supported", so kubelet (here: the adapter) bind-mounts
-# from the device mount path itself.
+# from the device mount path itself. With FLEX_TEST_DEFAULTS=1 it has no
+# mountdevice either and asks for filesystem resize (with no expandfs), so
+# kubelet's defaults do both: format-and-mount, and the generic resize.
 set -u
+defaults=${FLEX_TEST_DEFAULTS:-}
 ok() { printf '{"status":"Success"%s}\n' "${1:-}"; exit 0; }
 fail() { printf '{"status":"Failure","message":"%s"}\n' "$1"; exit 1; }
 case "${1:-}" in
-init) ok ',"capabilities":{"attach":true,"requiresFSResize":false}' ;;
+init)
+	if [ -n "$defaults" ]; then ok ',"capabilities":{"attach":true}'; fi
+	ok ',"capabilities":{"attach":true,"requiresFSResize":false}' ;;
 attach)
 	img=$(jq -r '.image // empty' <<<"$2")
 	[ -f "$img" ] || fail "no image $img"
@@ -22,6 +27,7 @@ waitforattach)
 	[ -n "$dev" ] || dev=$(losetup -f --show "$img") || fail "losetup $img"
 	ok ",\"device\":\"$dev\"" ;;
 mountdevice)
+	[ -n "$defaults" ] && { echo '{"status":"Not supported"}'; exit 1; }
 	path=$2 dev=$3
 	mkdir -p "$path"
 	blkid "$dev" >/dev/null 2>&1 || mkfs.ext4 -q "$dev" >/dev/null 2>&1 || fail "mkfs $dev"
