@@ -48,10 +48,20 @@ func TestRestartWhilePublished(t *testing.T) {
 	defer conn.Close()
 	node := csi.NewNodeClient(conn)
 	ready := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if _, err := csi.NewIdentityClient(conn).Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true)); err != nil {
-			t.Fatalf("adapter not ready: %v", err)
+		// A call already sent on the killed process's connection fails
+		// with UNAVAILABLE; the next one reconnects.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := csi.NewIdentityClient(conn).Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("adapter not ready: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 
