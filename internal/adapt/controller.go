@@ -56,6 +56,8 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
+var errNoBlock = csirpc.Invalid("raw block volumes: a FlexVolume driver has no raw block mode (kubelet never hands a flex device to a pod raw); use a filesystem volume")
+
 // checkCapability validates a capability, and refuses raw block: kubelet
 // never hands a FlexVolume's device to a pod raw, so no flex driver can
 // be expected to serve one.
@@ -65,7 +67,7 @@ func checkCapability(c *csi.VolumeCapability) (csirpc.Capability, error) {
 		return capa, err
 	}
 	if capa.Block {
-		return capa, csirpc.Invalid("raw block volumes: a FlexVolume driver has no raw block mode; use a filesystem volume")
+		return capa, errNoBlock
 	}
 	if !validGroup(capa.MountGroup) {
 		return capa, csirpc.Invalid("volume mount group %q is not a group ID", capa.MountGroup)
@@ -81,18 +83,12 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if len(name) > csirpc.MaxNameLen {
 		return nil, csirpc.Invalid("volume name is longer than %d bytes", csirpc.MaxNameLen)
 	}
-	if len(req.GetVolumeCapabilities()) == 0 {
-		return nil, csirpc.Invalid("volume capabilities are missing")
+	capa, err := csirpc.CheckCapabilities(req.GetVolumeCapabilities(), accessModes)
+	if err != nil {
+		return nil, err
 	}
-	var capa csirpc.Capability
-	for _, c := range req.GetVolumeCapabilities() {
-		one, err := checkCapability(c)
-		if err != nil {
-			return nil, err
-		}
-		if capa.FsType == "" {
-			capa.FsType = one.FsType
-		}
+	if capa.Block {
+		return nil, errNoBlock
 	}
 	if !s.a.feat.provision {
 		return nil, status.Errorf(codes.Unimplemented, "the FlexVolume driver %s does not provision volumes (its init does not report provision:true): use statically provisioned PVs (volumeHandle and volumeAttributes)", s.a.opts.DriverPath)
