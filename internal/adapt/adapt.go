@@ -155,6 +155,9 @@ func (a *Adapter) call(ctx context.Context, call string, args ...string) (*flex.
 // code, and every other failure (a Failure, output kubelet could not
 // parse, Success with a failing exit) is INTERNAL, quoting the driver.
 func toStatus(res *flex.Result, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err // the adapter's own answer (a default kubelet would apply failed)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return status.Errorf(codes.DeadlineExceeded, "%v: the driver's process group was killed", err)
 	}

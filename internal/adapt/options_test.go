@@ -57,6 +57,7 @@ func TestToStatus(t *testing.T) {
 		{&flex.Result{Status: flex.StatusFailure, Code: "bogus"}, failure, codes.Internal},
 		{nil, fmt.Errorf("drv: %w", flex.ErrBadOutput), codes.Internal},
 		{&flex.Result{Status: flex.StatusSuccess}, errors.New("answered Success but exit status 1"), codes.Internal},
+		{nil, status.Error(codes.FailedPrecondition, "no device"), codes.FailedPrecondition},
 	} {
 		if got := status.Code(toStatus(c.res, c.err)); got != c.want {
 			t.Errorf("toStatus(%+v, %v) = %s, want %s", c.res, c.err, got, c.want)
