@@ -29,6 +29,7 @@ func main() {
 	}
 	root.AddCommand(
 		newCSICommand(),
+		newAdaptCommand(),
 		ctl.NewCommand(),
 		demo.NewCommand(),
 		bench.NewCommand(),

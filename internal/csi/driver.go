@@ -6,9 +6,9 @@ package csi
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 )
 
 // TopologyKey names the node that holds a volume's data.
@@ -45,7 +45,7 @@ type Options struct {
 }
 
 // driverName is the rule csi-sanity and Kubernetes apply to driver names.
-var driverName = regexp.MustCompile(`^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$`)
+var driverName = csirpc.DriverName
 
 // Driver implements the CSI Identity, Controller and Node services.
 type Driver struct {

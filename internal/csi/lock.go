@@ -1,43 +1,14 @@
 package csi
 
-import (
-	"sync"
+import "github.com/volplug/volplug/internal/csirpc"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-)
+// keyLocks is csirpc's per-volume lock: one operation per volume (or name
+// being created) at a time, a second one answered ABORTED.
+type keyLocks struct{ l *csirpc.Locks }
 
-// keyLocks lets one operation at a time work on a volume (or a name being
-// created). A second operation on a busy key is answered ABORTED at once,
-// as the CSI spec asks, and the CO retries it later; nothing waits, so no
-// lock is ever held across another volume's slow work.
-type keyLocks struct {
-	mu   sync.Mutex
-	busy map[string]struct{}
-}
+func newKeyLocks() *keyLocks { return &keyLocks{l: csirpc.NewLocks()} }
 
-func newKeyLocks() *keyLocks { return &keyLocks{busy: map[string]struct{}{}} }
-
-// acquire takes every key, or none and returns an ABORTED status naming
-// the busy one. Taking all at once, or failing at once, is what keeps a
-// clone (its name and its source) and a group snapshot (all its members)
-// from ever deadlocking with each other.
+// acquire takes every key, or none and returns an ABORTED status.
 func (l *keyLocks) acquire(keys ...string) (release func(), err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, key := range keys {
-		if _, ok := l.busy[key]; ok {
-			return nil, status.Errorf(codes.Aborted, "an operation on %s is already in progress", key)
-		}
-	}
-	for _, key := range keys {
-		l.busy[key] = struct{}{}
-	}
-	return func() {
-		l.mu.Lock()
-		for _, key := range keys {
-			delete(l.busy, key)
-		}
-		l.mu.Unlock()
-	}, nil
+	return l.l.Acquire(keys...)
 }

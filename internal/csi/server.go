@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/volplug/volplug/internal/csirpc"
 )
 
 // Listen opens the endpoint: unix:///path/csi.sock (or a bare path) or
@@ -113,18 +113,7 @@ func (d *Driver) Serve(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
-// logCalls logs every call with its duration, and every error; requests are
-// logged with their secrets stripped (protosanitizer), so secrets never reach
-// a log.
+// logCalls logs every call, secrets stripped (csirpc.LogCalls).
 func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	klog.V(4).InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
-	resp, err := handler(ctx, req)
-	if err != nil {
-		klog.ErrorS(nil, "call failed", "method", info.FullMethod, "code", status.Code(err),
-			"error", status.Convert(err).Message(), "duration", time.Since(start))
-	} else {
-		klog.V(2).InfoS("call done", "method", info.FullMethod, "duration", time.Since(start))
-	}
-	return resp, err
+	return csirpc.LogCalls(ctx, req, info, handler)
 }

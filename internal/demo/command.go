@@ -50,6 +50,7 @@ the driver's log.`,
 			return run(ctx, cmd.OutOrStdout(), o)
 		},
 	}
+	cmd.AddCommand(newAdaptCommand())
 	f := cmd.Flags()
 	f.BoolVar(&o.keep, "keep", false, "keep the temporary directory (pool, driver log) for inspection")
 	f.BoolVar(&o.attach, "attach", true, "run the driver with --enable-attach, so ControllerPublish is part of the walk")

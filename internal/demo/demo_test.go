@@ -173,3 +173,25 @@ func TestDemoFailureTearsDown(t *testing.T) {
 	}
 	assertNothingLeft(t, tmp)
 }
+
+func TestDemoAdapt(t *testing.T) {
+	testutil.RequireRoot(t)
+	out, tmp, err := runDemo(t, nil, "adapt")
+	if err != nil {
+		t.Fatalf("volplug demo adapt: %v", err)
+	}
+	for _, want := range []string{
+		"Start volplug adapt on it",
+		`the pod reads`, `"served by a FlexVolume script"`,
+		`"kubernetes.io/pod.name"`, `"kubernetes.io/secret/token"`,
+		"target removed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("narration lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "not-in-any-log") {
+		t.Error("a secret's value was printed")
+	}
+	assertNothingLeft(t, tmp)
+}

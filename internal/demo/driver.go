@@ -29,6 +29,11 @@ type driverProc struct {
 // startDriver re-executes this binary as the driver, so the demo always
 // runs the driver it was built with, never another one on $PATH.
 func startDriver(args []string, logPath string) (*driverProc, error) {
+	return startVolplug("csi", args, logPath)
+}
+
+// startVolplug runs `volplug <sub> args...` as the demo's child.
+func startVolplug(sub string, args []string, logPath string) (*driverProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
@@ -37,7 +42,7 @@ func startDriver(args []string, logPath string) (*driverProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("driver log: %w", err)
 	}
-	cmd := exec.Command(self, append([]string{"csi"}, args...)...)
+	cmd := exec.Command(self, append([]string{sub}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a Ctrl-C at the terminal reaches the demo
@@ -49,7 +54,7 @@ func startDriver(args []string, logPath string) (*driverProc, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s csi: %w", self, err)
+		return nil, fmt.Errorf("start %s %s: %w", self, sub, err)
 	}
 	d := &driverProc{cmd: cmd, log: logf, logPath: logPath, exited: make(chan struct{})}
 	go func() {

@@ -206,6 +206,10 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 		res, err = d.expandVolume(ctx, opts, args[2])
 	case flex.CallExpandFS:
 		res, err = d.expandFS(ctx, opts, args[2])
+	case flex.CallProvision:
+		res, err = d.provision(ctx, opts)
+	case flex.CallDelete:
+		err = d.delete(ctx, args[0])
 	}
 	if err != nil {
 		return failure(err)

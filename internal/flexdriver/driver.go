@@ -65,6 +65,8 @@ func (d *driver) capabilities() flex.Capabilities {
 		// own filesystem.
 		SupportsMetrics:  true,
 		RequiresFSResize: fsResize,
+		// volplug's extension: provision and delete, for `volplug adapt`.
+		Provision: true,
 	}
 }
 
@@ -80,6 +82,13 @@ func (d *driver) capabilities() flex.Capabilities {
 func (d *driver) volumeFor(ctx context.Context, o *flex.Options, create bool) (*backend.Volume, error) {
 	if id := o.Driver[optVolumeID]; id != "" {
 		return d.store.GetVolume(ctx, id)
+	}
+	if o.VolumeName != "" && o.Driver[optImage] == "" {
+		// `volplug adapt` names a volume by its CSI volume ID, which for
+		// a volume it provisioned is ours: an exact ID is that volume.
+		if v, err := d.store.GetVolume(ctx, o.VolumeName); err == nil {
+			return v, nil
+		}
 	}
 	name := o.Driver[optImage]
 	if name == "" && o.VolumeName != "" {

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"strconv"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 	"github.com/volplug/volplug/pkg/flex"
 )
 
@@ -79,5 +82,11 @@ func failure(err error) *flex.Result {
 	if errors.Is(err, backend.ErrUnsupported) {
 		return flex.NotSupported(err.Error())
 	}
-	return flex.Failure(err.Error())
+	res := flex.Failure(err.Error())
+	// The code says what kind of failure it is to a caller that maps
+	// failures onto gRPC (volplug adapt); kubelet ignores it.
+	if c := csirpc.Code(err); c != codes.Internal {
+		res.Code = csirpc.CodeName(c)
+	}
+	return res
 }

@@ -399,3 +399,22 @@ func ExtNeedsGrowth(ctx context.Context, dev string) (bool, error) {
 	}
 	return size/blockSize > blocks, nil
 }
+
+// FormatAndMount formats dev with fstype only when it holds nothing (as
+// kubelet's default mountdevice does, through mount-utils'
+// SafeFormatAndMount), then mounts it at target.
+func (m *Mounter) FormatAndMount(dev, target, fstype string, options []string) error {
+	if err := m.safe.FormatAndMount(dev, target, fstype, options); err != nil {
+		return fmt.Errorf("format and mount %s at %s: %w", dev, target, err)
+	}
+	return nil
+}
+
+// Resize grows the filesystem on dev, mounted at path, to fill dev: the
+// generic resize kubelet does when a driver cannot.
+func (m *Mounter) Resize(dev, path string) error {
+	if _, err := mountutils.NewResizeFs(m.safe.Exec).Resize(dev, path); err != nil {
+		return fmt.Errorf("grow the filesystem on %s at %s: %w", dev, path, err)
+	}
+	return nil
+}

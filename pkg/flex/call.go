@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -21,23 +22,38 @@ var (
 	ErrBadOutput = errors.New("driver output is not one JSON object")
 )
 
-// waitDelay bounds how long Call waits for the output pipe to close after
-// the driver exits or is killed: a daemon the driver forked and left holding
-// the pipe must not hang the caller.
-const waitDelay = 5 * time.Second
+// drainGrace bounds how long Call keeps reading the output after the
+// driver exits (or is killed): a daemon the driver forked (a FUSE server)
+// may hold the pipe for as long as it lives. kubelet would hang there
+// forever; the answer was printed before the driver exited, so what is in
+// the pipe by then is the whole answer.
+const drainGrace = time.Second
 
 // Call runs `exe call args...` the way kubelet does: stdout and stderr
 // together are the answer and must be exactly one JSON object. Cancel ctx
-// to time the call out (kubelet only does so for waitforattach).
+// to time the call out (kubelet only does so for waitforattach): the
+// driver runs in its own process group, and the whole group is killed, so
+// a child it left running cannot outlive a call that timed out. A child of
+// a call that succeeded is left alone: it may be serving the mount.
 //
-// The error wraps ErrNotSupported, ErrFailure or ErrBadOutput, or the exec
-// error; the Result is returned whenever one was parsed.
+// The error wraps ErrNotSupported, ErrFailure or ErrBadOutput, the ctx
+// error, or the exec error; the Result is returned whenever one was parsed.
 func Call(ctx context.Context, exe, call string, args ...string) (*Result, error) {
 	cmd := exec.CommandContext(ctx, exe, append([]string{call}, args...)...)
-	cmd.WaitDelay = waitDelay
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The group's ID is the driver's PID (Setpgid).
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = drainGrace
 	out, execErr := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%s %s: %w", exe, call, ctx.Err())
+	}
+	if errors.Is(execErr, exec.ErrWaitDelay) {
+		// The driver exited 0 and something it started still holds the
+		// pipe: the answer is what it printed.
+		execErr = nil
 	}
 	res, err := DecodeResult(out)
 	if err != nil {

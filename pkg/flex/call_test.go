@@ -6,6 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -14,6 +19,16 @@ import (
 // prints that and exits with FLEX_FAKE_EXIT, as a driver executable would.
 func TestMain(m *testing.M) {
 	if out, ok := os.LookupEnv("FLEX_FAKE_OUT"); ok {
+		if pidFile := os.Getenv("FLEX_FAKE_CHILD"); pidFile != "" {
+			// A daemon that inherits the output pipe, as a FUSE server
+			// started by a driver does.
+			child := exec.Command("sleep", "60")
+			child.Stdout = os.Stdout
+			if err := child.Start(); err != nil {
+				os.Exit(3)
+			}
+			_ = os.WriteFile(pidFile, []byte(strconv.Itoa(child.Process.Pid)), 0o600)
+		}
 		fmt.Fprint(os.Stdout, out)
 		fmt.Fprint(os.Stderr, os.Getenv("FLEX_FAKE_ERR"))
 		if os.Getenv("FLEX_FAKE_SLEEP") != "" {
@@ -72,6 +87,43 @@ func TestCall(t *testing.T) {
 			t.Fatal("want an error")
 		}
 	})
+	t.Run("a daemon holding the pipe does not hang a call", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		t.Setenv("FLEX_FAKE_OUT", `{"status":"Success"}`)
+		t.Setenv("FLEX_FAKE_CHILD", pidFile)
+		start := time.Now()
+		res, err := Call(context.Background(), exe, CallMount, "/dir", "{}")
+		if err != nil || res.Status != StatusSuccess {
+			t.Fatalf("Call = %+v, %v", res, err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("took %v", d)
+		}
+		pid := readPid(t, pidFile)
+		if !alive(pid) {
+			t.Error("the daemon of a successful call was killed")
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	})
+	t.Run("a timeout kills the process group", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		t.Setenv("FLEX_FAKE_OUT", "")
+		t.Setenv("FLEX_FAKE_SLEEP", "1")
+		t.Setenv("FLEX_FAKE_CHILD", pidFile)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		if _, err := Call(ctx, exe, CallMount, "/dir", "{}"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want deadline exceeded", err)
+		}
+		pid := readPid(t, pidFile)
+		for i := 0; alive(pid) && i < 50; i++ {
+			time.Sleep(20 * time.Millisecond) // the kernel delivers SIGKILL asynchronously
+		}
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Error("the driver's child outlived the timeout")
+		}
+	})
 	t.Run("timeout", func(t *testing.T) {
 		t.Setenv("FLEX_FAKE_OUT", "")
 		t.Setenv("FLEX_FAKE_SLEEP", "1")
@@ -115,4 +167,28 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func readPid(t *testing.T, file string) int {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// alive reports whether pid runs (a zombie does not: it holds no pipe).
+func alive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
 }

@@ -22,6 +22,20 @@ const (
 	CallUnmount       = "unmount"       // <podVolumeDir>
 	CallExpandVolume  = "expandvolume"  // <json> <deviceMountPath> <newBytes> <oldBytes>
 	CallExpandFS      = "expandfs"      // <json> <devicePath> <deviceMountPath> <newBytes> <oldBytes>
+
+	// volplug's extension, for `volplug adapt` (Kubernetes never makes
+	// these calls): a driver that reports provision:true in init's
+	// capabilities creates and deletes volumes, so the adapter can serve
+	// CreateVolume and DeleteVolume.
+	CallProvision = "provision" // <json>; answers volumeID, capacity, volumeContext
+	CallDelete    = "delete"    // <volumeID> <json>; a missing volume is a Success
+)
+
+// Options the adapter puts in provision's JSON argument, beside the
+// storage class parameters and the usual kubernetes.io/ keys.
+const (
+	KeyRequiredBytes = "kubernetes.io/requiredBytes" // at least this size; absent: the driver's default
+	KeyLimitBytes    = "kubernetes.io/limitBytes"    // at most this size; absent: no limit
 )
 
 // Args names the arguments after the call name, in the order kubelet and
@@ -39,6 +53,8 @@ var Args = map[string][]string{
 	CallUnmount:       {"podVolumeDir"},
 	CallExpandVolume:  {"json", "deviceMountPath", "newBytes", "oldBytes"},
 	CallExpandFS:      {"json", "devicePath", "deviceMountPath", "newBytes", "oldBytes"},
+	CallProvision:     {"json"},
+	CallDelete:        {"volumeID", "json"},
 }
 
 // Status is the outcome of a call.
@@ -61,6 +77,17 @@ type Result struct {
 	Attached      *bool         `json:"attached,omitempty"`
 	Capabilities  *Capabilities `json:"capabilities,omitempty"`
 	VolumeNewSize int64         `json:"volumeNewSize,omitempty"`
+
+	// volplug's extension. Kubernetes ignores these fields.
+
+	// Code names the gRPC code a Failure means, as the CSI spec spells it
+	// ("NOT_FOUND", "ALREADY_EXISTS", ...); the adapter answers INTERNAL
+	// without it.
+	Code string `json:"code,omitempty"`
+	// VolumeID, Capacity (bytes) and VolumeContext answer provision.
+	VolumeID      string            `json:"volumeID,omitempty"`
+	Capacity      int64             `json:"capacity,omitempty"`
+	VolumeContext map[string]string `json:"volumeContext,omitempty"`
 }
 
 // Success, Failure and NotSupported build the three kinds of answer.
@@ -81,6 +108,9 @@ type Capabilities struct {
 	SupportsMetrics  bool `json:"supportsMetrics"`
 	FSGroup          bool `json:"fsGroup"`
 	RequiresFSResize bool `json:"requiresFSResize"`
+	// Provision (volplug's extension, default false) says the driver
+	// answers the provision and delete calls.
+	Provision bool `json:"provision"`
 }
 
 // DefaultCapabilities are what kubelet assumes for a field init leaves out.
