@@ -213,7 +213,8 @@ type PublishRequest struct {
 type Controller interface {
 	CreateVolume(ctx context.Context, req *CreateRequest) (*Volume, error)
 	DeleteVolume(ctx context.Context, id string, secrets Secrets) error
-	GetVolume(ctx context.Context, id string) (*Volume, error)
+	// GetVolume returns one volume; secrets are the request's, if it has any.
+	GetVolume(ctx context.Context, id string, secrets Secrets) (*Volume, error)
 	// ListVolumes returns every volume, sorted by ID.
 	ListVolumes(ctx context.Context) ([]*Volume, error)
 	// Capacity is the size of the largest volume that can still be made.

@@ -72,7 +72,7 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if len(name) > maxNameLen {
 		return nil, invalid("volume name is longer than %d bytes", maxNameLen)
 	}
-	capa, err := checkCapabilities(req.GetVolumeCapabilities())
+	capa, err := s.d.checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (s *controllerServer) csiVolume(v *backend.Volume) *csi.Volume {
 }
 
 func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	release, err := s.d.locks.acquire(req.GetVolumeId())
@@ -186,13 +186,13 @@ func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi
 	if !s.d.opts.EnableAttach {
 		return nil, status.Error(codes.Unimplemented, "attach is off: start the driver with --enable-attach")
 	}
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if req.GetNodeId() == "" {
 		return nil, invalid("node ID is missing")
 	}
-	capa, err := checkCapability(req.GetVolumeCapability())
+	capa, err := s.d.checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi
 		return nil, err
 	}
 	defer release()
-	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId(), req.GetSecrets())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -236,7 +236,7 @@ func (s *controllerServer) ControllerUnpublishVolume(ctx context.Context, req *c
 	if !s.d.opts.EnableAttach {
 		return nil, status.Error(codes.Unimplemented, "attach is off: start the driver with --enable-attach")
 	}
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	release, err := s.d.locks.acquire(req.GetVolumeId())
@@ -252,17 +252,17 @@ func (s *controllerServer) ControllerUnpublishVolume(ctx context.Context, req *c
 }
 
 func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, invalid("volume capabilities are missing")
 	}
-	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId(), req.GetSecrets())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	capa, err := checkCapabilities(req.GetVolumeCapabilities())
+	capa, err := s.d.checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
 	}
@@ -278,7 +278,7 @@ func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *
 }
 
 func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if req.GetCapacityRange() == nil {
@@ -304,7 +304,7 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 }
 
 func (s *controllerServer) ControllerModifyVolume(ctx context.Context, req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if !s.d.backend.Capabilities().Modify {

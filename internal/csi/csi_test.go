@@ -32,7 +32,7 @@ func (f *fakeBackend) CreateVolume(ctx context.Context, r *backend.CreateRequest
 func (f *fakeBackend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets) error {
 	return f.err
 }
-func (f *fakeBackend) GetVolume(ctx context.Context, id string) (*backend.Volume, error) {
+func (f *fakeBackend) GetVolume(ctx context.Context, id string, _ backend.Secrets) (*backend.Volume, error) {
 	return f.vol, f.err
 }
 func (f *fakeBackend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {

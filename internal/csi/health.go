@@ -10,7 +10,7 @@ import (
 )
 
 func (s *controllerServer) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	h, err := s.d.backend.VolumeHealth(ctx, req.GetVolumeId())

@@ -70,7 +70,7 @@ func (s *controllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacity
 		return &csi.GetCapacityResponse{}, nil
 	}
 	for _, c := range req.GetVolumeCapabilities() {
-		if _, err := checkCapability(c); err != nil {
+		if _, err := s.d.checkCapability(c); err != nil {
 			return &csi.GetCapacityResponse{}, nil // no room for what cannot be made
 		}
 	}
@@ -82,10 +82,10 @@ func (s *controllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacity
 }
 
 func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
-	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId())
+	v, err := s.d.backend.GetVolume(ctx, req.GetVolumeId(), nil)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -53,11 +53,11 @@ func (s *nodeServer) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCa
 }
 
 func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
+	staging, err := s.d.checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
-	capa, err := checkCapability(req.GetVolumeCapability())
+	capa, err := s.d.checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (s *nodeServer) attachedHere(ctx context.Context, id string) error {
 	if !s.d.opts.EnableAttach {
 		return nil // the backend's Stage finds out whether the volume exists
 	}
-	v, err := s.d.backend.GetVolume(ctx, id)
+	v, err := s.d.backend.GetVolume(ctx, id, nil)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -103,7 +103,7 @@ func (s *nodeServer) attachedHere(ctx context.Context, id string) error {
 }
 
 func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
+	staging, err := s.d.checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -119,11 +119,11 @@ func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 }
 
 func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
-	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
+	target, err := s.d.checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
-	capa, err := checkCapability(req.GetVolumeCapability())
+	capa, err := s.d.checkCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 }
 
 func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
+	target, err := s.d.checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 		return nil, toStatus(err)
 	}
 	if at != "" && at != req.GetVolumeId() {
-		v, err := s.d.backend.GetVolume(ctx, at)
+		v, err := s.d.backend.GetVolume(ctx, at, nil)
 		if err != nil || !v.Ephemeral || v.Name != req.GetVolumeId() {
 			return nil, invalid("%s holds volume %s, not %s", target, at, req.GetVolumeId())
 		}
@@ -190,7 +190,7 @@ func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpub
 }
 
 func (s *nodeServer) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	path, err := checkVolumePath(req.GetVolumePath())
@@ -209,7 +209,7 @@ func (s *nodeServer) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVol
 }
 
 func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	path, err := checkVolumePath(req.GetVolumePath())
@@ -234,7 +234,7 @@ func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVo
 }
 
 func (s *nodeServer) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
-	if err := checkID(req.GetVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	var paths []string

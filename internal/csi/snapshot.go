@@ -37,7 +37,7 @@ func (s *controllerServer) CreateSnapshot(ctx context.Context, req *csi.CreateSn
 	if len(req.GetName()) > maxNameLen {
 		return nil, invalid("snapshot name is longer than %d bytes", maxNameLen)
 	}
-	if err := checkID(req.GetSourceVolumeId()); err != nil {
+	if err := s.d.checkID(req.GetSourceVolumeId()); err != nil {
 		return nil, invalid("source volume ID is missing")
 	}
 	if !s.reachable(req.GetAccessibilityRequirements()) {
@@ -153,7 +153,7 @@ func (s *groupControllerServer) CreateVolumeGroupSnapshot(ctx context.Context, r
 		return nil, invalid("a volume is named twice")
 	}
 	for _, id := range ids {
-		if err := checkID(id); err != nil {
+		if err := s.d.checkID(id); err != nil {
 			return nil, err
 		}
 	}

@@ -57,6 +57,8 @@ func Code(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, backend.ErrUnsupported):
 		return codes.Unimplemented
+	case errors.Is(err, backend.ErrUnavailable):
+		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -81,12 +81,12 @@ func (d *driver) capabilities() flex.Capabilities {
 // across namespaces, on purpose.
 func (d *driver) volumeFor(ctx context.Context, o *flex.Options, create bool) (*backend.Volume, error) {
 	if id := o.Driver[optVolumeID]; id != "" {
-		return d.store.GetVolume(ctx, id)
+		return d.store.GetVolume(ctx, id, nil)
 	}
 	if o.VolumeName != "" && o.Driver[optImage] == "" {
 		// `volplug adapt` names a volume by its CSI volume ID, which for
 		// a volume it provisioned is ours: an exact ID is that volume.
-		if v, err := d.store.GetVolume(ctx, o.VolumeName); err == nil {
+		if v, err := d.store.GetVolume(ctx, o.VolumeName, nil); err == nil {
 			return v, nil
 		}
 	}
@@ -213,7 +213,7 @@ func (d *driver) waitForAttach(ctx context.Context, device string, o *flex.Optio
 // when the device is empty (attached by something other than our attach).
 func (d *driver) deviceVolume(ctx context.Context, device string, o *flex.Options) (*backend.Volume, error) {
 	if device != "" {
-		return d.store.GetVolume(ctx, device)
+		return d.store.GetVolume(ctx, device, nil)
 	}
 	return d.volumeFor(ctx, o, false)
 }

@@ -58,7 +58,7 @@ func (d *driver) delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
-	if err := d.store.DeleteVolume(ctx, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+	if err := d.store.DeleteVolume(ctx, id, nil); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return err
 	}
 	return nil

@@ -171,7 +171,10 @@ func (s *Server) runFUSE(ctx context.Context, req *Request, dir, prog string, ar
 	deadline := time.Now().Add(timeout + 10*time.Second)
 	for {
 		info, err := s.mounter.Mounted(req.Target)
-		if err == nil && info != nil && info.Source == req.FS.FsName {
+		// The mount appears before the program's own start-up checks
+		// (s3fs checks the bucket and the keys in FUSE's INIT, after
+		// mount(2)): only a mount that answers a stat has passed them.
+		if err == nil && info != nil && info.Source == req.FS.FsName && answers(req.Target, time.Until(deadline)) {
 			break
 		}
 		failed := ""
@@ -207,6 +210,18 @@ func (s *Server) runFUSE(ctx context.Context, req *Request, dir, prog string, ar
 		}
 		return os.RemoveAll(dir)
 	}}, nil
+}
+
+// answers reports whether a stat of path succeeds within timeout.
+func answers(path string, timeout time.Duration) bool {
+	done := make(chan error, 1)
+	go func() { _, err := os.Stat(path); done <- err }()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(max(timeout, 0)):
+		return false
+	}
 }
 
 // tail is the last lines of a program's output, for an error message.

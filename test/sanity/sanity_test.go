@@ -31,6 +31,10 @@ type variant struct {
 	// split runs the controller and the node service as two drivers
 	// (--mode=controller, --mode=node) on one pool, as a deployment may.
 	split bool
+	// s3: the object-storage backend, on a real S3 server on loopback,
+	// with a mounter in this process; mounter is the kind it uses.
+	s3      bool
+	mounter string
 }
 
 var variants = []variant{
@@ -39,15 +43,23 @@ var variants = []variant{
 	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
 	{name: "block, no attach", accessType: "block"},
 	{name: "mount btrfs, attach, split controller and node", accessType: "mount", fsType: "btrfs", attach: true, maxPerNode: 4, split: true},
+	{name: "s3, a bucket per volume, built-in mounter", accessType: "mount", s3: true},
+	{name: "s3, a prefix per volume, s3fs, split controller and node", accessType: "mount", s3: true, mounter: "s3fs", split: true},
 }
 
 func TestSanity(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	t.Cleanup(func() { testutil.Cleanup(dir) })
+	objects := startObjectStorage(t, dir)
 	for i, v := range variants {
 		base := filepath.Join(dir, string(rune('a'+i)))
 		cfg := sanity.NewTestConfig()
+		if v.s3 {
+			cfg = objects.config(t, base, v)
+			Describe(v.name, func() { sanity.GinkgoTest(&cfg) })
+			continue
+		}
 		if v.split {
 			cfg.Address = startDriver(t, base, "node", csi.ModeNode, v)
 			cfg.ControllerAddress = startDriver(t, base, "controller", csi.ModeController, v)
@@ -86,7 +98,11 @@ func startDriver(t *testing.T, base, name string, mode csi.Mode, v variant) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(base, name+".sock")
+	return serve(t, d, filepath.Join(base, name+".sock"))
+}
+
+// serve runs d on a unix socket until the test ends.
+func serve(t *testing.T, d *csi.Driver, sock string) string {
 	l, err := csi.Listen("unix://" + sock)
 	if err != nil {
 		t.Fatal(err)

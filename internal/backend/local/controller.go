@@ -312,7 +312,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 }
 
 // GetVolume returns one volume's metadata.
-func (b *Backend) GetVolume(ctx context.Context, id string) (*backend.Volume, error) {
+func (b *Backend) GetVolume(ctx context.Context, id string, _ backend.Secrets) (*backend.Volume, error) {
 	return b.pool.readVolume(id)
 }
 

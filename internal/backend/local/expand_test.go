@@ -77,7 +77,7 @@ func TestExpandOfflineAppliesAtStage(t *testing.T) {
 	if size := fsSize(t, r.target(v.ID)); size < 200*MiB {
 		t.Errorf("filesystem is %d bytes after an offline expand to 256 MiB", size)
 	}
-	got, err := r.b.GetVolume(ctx, v.ID)
+	got, err := r.b.GetVolume(ctx, v.ID, nil)
 	r.must(err)
 	if got.ResizePending {
 		t.Error("resize still pending after the stage grew the filesystem")

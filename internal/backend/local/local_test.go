@@ -228,7 +228,7 @@ func TestRestartCarriesOn(t *testing.T) {
 	again, err := New(r.b.pool.dir, "node-a")
 	r.must(err)
 	r.b = again
-	got, err := again.GetVolume(context.Background(), v.ID)
+	got, err := again.GetVolume(context.Background(), v.ID, nil)
 	r.must(err)
 	if got.Size != v.Size || got.Name != v.Name {
 		t.Fatalf("metadata after restart: %+v", got)
@@ -369,7 +369,7 @@ func TestCreateIsIdempotentAndBounded(t *testing.T) {
 	if after-before != GiB {
 		t.Errorf("promised grew by %d after a 1 GiB volume", after-before)
 	}
-	if _, err := r.b.GetVolume(ctx, "../../etc"); !errors.Is(err, backend.ErrInvalid) {
+	if _, err := r.b.GetVolume(ctx, "../../etc", nil); !errors.Is(err, backend.ErrInvalid) {
 		t.Errorf("ID with a path: got %v, want invalid", err)
 	}
 }
@@ -435,7 +435,7 @@ func TestInterruptedFirstFormatIsRedone(t *testing.T) {
 	v.Formatting = true // as formatIfBlank leaves it when mkfs is killed
 	r.must(writeVolume(r.b.pool.volumeDir(v.ID), v))
 	r.must(r.stage(v, false))
-	got, err := r.b.GetVolume(ctx, v.ID)
+	got, err := r.b.GetVolume(ctx, v.ID, nil)
 	r.must(err)
 	if got.Formatting {
 		t.Error("the mark outlived the format")

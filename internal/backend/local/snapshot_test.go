@@ -256,7 +256,7 @@ func TestReflinkPool(t *testing.T) {
 	if used := int64(before.Bfree-after.Bfree) * after.Bsize; used > 16*MiB {
 		t.Errorf("a reflink snapshot of 64 MiB of data used %d bytes of the pool", used)
 	}
-	got, err := r.b.GetVolume(ctx, v.ID)
+	got, err := r.b.GetVolume(ctx, v.ID, nil)
 	r.must(err)
 	if !got.Shared {
 		t.Error("the source is not marked as sharing blocks, so capacity would undercount it")

@@ -156,7 +156,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	bucket, prefix := bucketName(req.Name), ""
 	shared := req.Parameters[paramBucket]
 	if shared != "" {
-		bucket, prefix = shared, prefixName(req.Parameters[paramPrefix], req.Name)
+		bucket, prefix = shared, prefixName(shared, strings.Trim(req.Parameters[paramPrefix], "/"), req.Name)
 		if _, _, err := parseID(volumeID(bucket, prefix)); err != nil {
 			return nil, err
 		}
@@ -367,8 +367,37 @@ func unsupported(what string) error {
 	return fmt.Errorf("%s: object storage volumes have none: %w", what, backend.ErrUnsupported)
 }
 
-func (b *Backend) GetVolume(ctx context.Context, id string) (*backend.Volume, error) {
-	return nil, unsupported("GetVolume without credentials")
+// GetVolume reads a volume's mark; a bucket without one is a statically
+// provisioned volume of unknown size. It needs the request's secrets.
+func (b *Backend) GetVolume(ctx context.Context, id string, secrets backend.Secrets) (*backend.Volume, error) {
+	bucket, prefix, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(secrets) == 0 {
+		return nil, unsupported("a volume's record without credentials")
+	}
+	c, err := b.credentialsFrom(secrets, nil)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client(c)
+	if err != nil {
+		return nil, err
+	}
+	m, err := readMark(ctx, cl, bucket, prefix)
+	if err == nil {
+		return &backend.Volume{ID: id, Name: m.Name, Size: m.Capacity, Created: m.Created}, nil
+	}
+	if !errors.Is(err, backend.ErrNotFound) {
+		return nil, err
+	}
+	if ok, err := cl.BucketExists(ctx, bucket); err != nil {
+		return nil, storageErr("bucket "+bucket, err)
+	} else if !ok {
+		return nil, fmt.Errorf("volume %s: %w", id, backend.ErrNotFound)
+	}
+	return &backend.Volume{ID: id}, nil
 }
 func (b *Backend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
 	return nil, unsupported("ListVolumes without credentials")

@@ -247,6 +247,17 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 			return err
 		}
 	}
+	if req.SingleWriter {
+		users, err := mount.SameDevice(info)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			if u.Mountpoint != req.StagingPath && u.Mountpoint != req.TargetPath {
+				return fmt.Errorf("volume %s allows a single writer and is published at %s: %w", req.ID, u.Mountpoint, backend.ErrPrecondition)
+			}
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o750); err != nil {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}

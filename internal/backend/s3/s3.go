@@ -75,6 +75,9 @@ func parseID(id string) (bucket, prefix string, err error) {
 	if prefix, err = bucketfs.NormalizePrefix(rest); err != nil {
 		return "", "", fmt.Errorf("volume ID %q: %v: %w", id, err, backend.ErrInvalid)
 	}
+	if len(id) > maxIDLen {
+		return "", "", fmt.Errorf("volume ID %q: longer than %d bytes: %w", id, maxIDLen, backend.ErrInvalid)
+	}
 	if id != bucket && id != bucket+"/"+strings.TrimSuffix(prefix, "/") {
 		return "", "", fmt.Errorf("volume ID %q: not in canonical form %q: %w", id, bucket+"/"+strings.TrimSuffix(prefix, "/"), backend.ErrInvalid)
 	}
@@ -140,10 +143,12 @@ func bucketName(name string) string {
 	return "volplug-" + digest(name)
 }
 
-// prefixName names a volume's prefix in a shared bucket.
-func prefixName(base, name string) string {
+// prefixName names a volume's prefix in a shared bucket: the volume's
+// name, or a digest of it where the name could not be a key's segment or
+// would make the ID longer than CSI's 128 bytes.
+func prefixName(bucket, base, name string) string {
 	seg := name
-	if len(seg) > 128 || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\") || strings.IndexFunc(seg, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+	if len(bucket)+len(base)+len(seg)+2 > maxIDLen || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\") || strings.IndexFunc(seg, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		seg = "volplug-" + digest(name)
 	}
 	if base = strings.Trim(base, "/"); base != "" {
@@ -151,6 +156,9 @@ func prefixName(base, name string) string {
 	}
 	return seg + "/"
 }
+
+// maxIDLen is the longest volume ID a CO must accept.
+const maxIDLen = 128
 
 func digest(s string) string {
 	sum := sha256.Sum256([]byte(s))
