@@ -82,6 +82,7 @@ func startDetached(socket, stateDir, logFile string) error {
 	}
 	defer log.Close()
 	cmd := exec.Command(exe, "mounter", "--socket", socket, "--state-dir", stateDir)
+	cmd.Args[0] = "volplug" // not a FlexVolume driver's name (see mounter.Client.EnsureRunning)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -26,7 +26,7 @@ import (
 
 // drivers are the backends a flex driver can be installed for, by the name
 // kubelet runs it under (<plugindir>/volplug~<name>/<name>).
-var drivers = map[string]bool{"local": true}
+var drivers = map[string]bool{"local": true, "s3": true}
 
 // Invoked reports whether the process was started under a driver's name,
 // i.e. by kubelet as <plugindir>/volplug~local/local. main must then hand
@@ -89,7 +89,7 @@ func Main(name string, args []string) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		d := &driver{cfg: cfg, log: log}
+		d := &driver{name: name, cfg: cfg, log: log}
 		return d.do(ctx, args)
 	}()
 	data, err := json.Marshal(res)
@@ -169,6 +169,13 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 			d.log.Info("answer", "call", call, "status", res.Status, "device", res.Device)
 		}
 	}()
+	if d.name == "s3" {
+		res, err := d.doS3(ctx, call, args, opts)
+		if err != nil {
+			return failure(err)
+		}
+		return res
+	}
 
 	if call == flex.CallInit {
 		caps := d.capabilities()

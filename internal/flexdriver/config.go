@@ -31,6 +31,9 @@ type Config struct {
 	Attach bool `json:"attach,omitempty"`
 	// LogFile is where the JSON log goes; "syslog" sends it to syslog.
 	LogFile string `json:"logFile,omitempty"`
+	// MounterSocket is where the s3 driver finds `volplug mounter` (it
+	// starts one, detached, when none answers).
+	MounterSocket string `json:"mounterSocket,omitempty"`
 }
 
 func defaultConfig(driver string) Config {
@@ -39,7 +42,8 @@ func defaultConfig(driver string) Config {
 		Pool: filepath.Join("/var/lib/volplug/flex", driver),
 		// kubelet lower-cases the host name it registers the node under.
 		Node:    strings.ToLower(host),
-		LogFile: filepath.Join("/var/log/volplug", "flex-"+driver+".log"),
+		LogFile:       filepath.Join("/var/log/volplug", "flex-"+driver+".log"),
+		MounterSocket: "/run/volplug/mounter.sock",
 	}
 }
 

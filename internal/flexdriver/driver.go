@@ -27,6 +27,7 @@ const poolLock = "pool"
 
 // driver answers flex calls from a backend. One process serves one call.
 type driver struct {
+	name  string // local or s3: the backend, from the name kubelet runs it under
 	cfg   Config
 	log   *slog.Logger
 	store store

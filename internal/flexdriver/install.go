@@ -22,7 +22,7 @@ func newInstallCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "install --plugin-dir DIR",
-		Short: "Install this binary as a FlexVolume driver: DIR/volplug~<driver>/<driver>",
+		Short: "Install this binary as the FlexVolume drivers DIR/volplug~local/local and DIR/volplug~s3/s3",
 		Long: `Copy this executable into DIR/volplug~<driver>/<driver> (DIR is kubelet's
 --volume-plugin-dir, by default /usr/libexec/kubernetes/kubelet-plugins/volume/exec).
 The copy goes to a dot-file first and is renamed into place, so kubelet's prober,
@@ -35,21 +35,26 @@ container must.`,
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !drivers[driver] {
-				return fmt.Errorf("driver %q: only \"local\" exists", driver)
+			names := []string{driver}
+			if driver == "all" {
+				names = []string{"local", "s3"}
+			} else if !drivers[driver] {
+				return fmt.Errorf("driver %q: want local, s3 or all", driver)
 			}
-			path, err := install(pluginDir, driver)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "installed %s\n", path)
-			f := cmd.Flags()
-			if f.Changed("pool") || f.Changed("node") || f.Changed("log-file") || f.Changed("attach") {
-				conf, err := writeConfig(filepath.Dir(path), cfg)
+			for _, name := range names {
+				path, err := install(pluginDir, name)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "configured %s\n", conf)
+				fmt.Fprintf(cmd.OutOrStdout(), "installed %s\n", path)
+				f := cmd.Flags()
+				if f.Changed("pool") || f.Changed("node") || f.Changed("log-file") || f.Changed("attach") {
+					conf, err := writeConfig(filepath.Dir(path), cfg)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "configured %s\n", conf)
+				}
 			}
 			if thenSleep {
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -61,7 +66,7 @@ container must.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&pluginDir, "plugin-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "kubelet's FlexVolume plugin directory")
-	f.StringVar(&driver, "driver", "local", "backend to install the driver for")
+	f.StringVar(&driver, "driver", "all", "driver to install: local, s3 or all")
 	f.BoolVar(&thenSleep, "then-sleep", false, "after installing, wait for a signal (for a DaemonSet)")
 	f.StringVar(&cfg.Pool, "pool", "", "write volplug.json: the pool directory on the host (default /var/lib/volplug/flex/<driver>)")
 	f.StringVar(&cfg.Node, "node", "", "write volplug.json: the node's name in Kubernetes (default the host name)")

@@ -147,13 +147,13 @@ func Detach(dev string) error {
 	// The kernel releases a device that is still open (by udev, blkid, or a
 	// lazily unmounted filesystem) only at its last close. Wait for that,
 	// so a caller told "detached" can delete the image at once.
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 1000; i++ {
 		if backing, err := BackingFile(dev); err != nil || backing == "" {
 			return err
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return fmt.Errorf("detach %s: still in use after 1s; the kernel frees it at its last close", dev)
+	return fmt.Errorf("detach %s: still in use after 5s; the kernel frees it at its last close", dev)
 }
 
 // DetachImage detaches every loop device backed by image.
@@ -231,7 +231,10 @@ func findAll(image string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := Devices()
+	// Only a device whose path ends in the image's own last two names can
+	// hold it (the kernel renders the file's current names; only the mount
+	// part before them may differ), so only those are opened and asked.
+	all, err := Ending("/" + filepath.Base(filepath.Dir(image)) + "/" + filepath.Base(image))
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +355,12 @@ type Device struct {
 // Devices lists every bound loop device with its backing file, in one pass
 // over the kernel's devices (callers with many images to look up index it
 // rather than calling Find for each).
-func Devices() ([]Device, error) {
+func Devices() ([]Device, error) { return Ending("") }
+
+// Ending lists the bound loop devices whose backing file's path, as sysfs
+// shows it, ends in suffix, with their identities. Only those are opened:
+// every open of a device delays its release by a detach elsewhere.
+func Ending(suffix string) ([]Device, error) {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
 		return nil, fmt.Errorf("list loop devices: %w", err)
@@ -360,6 +368,11 @@ func Devices() ([]Device, error) {
 	var out []Device
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		if path, err := BackingFile(e.Name()); err != nil {
+			return nil, err
+		} else if path == "" || !strings.HasSuffix(path, suffix) {
 			continue
 		}
 		b, err := BackingOf(e.Name())

@@ -108,6 +108,9 @@ func (c *Client) EnsureRunning(ctx context.Context, exe, stateDir, logFile strin
 	}
 	cmd := exec.CommandContext(ctx, exe, "mounter", "--socket", c.socket, "--state-dir", stateDir,
 		"--log-file", logFile, "--detach")
+	// The binary may be installed as a FlexVolume driver (volplug~s3/s3),
+	// which answers to its name: call it volplug.
+	cmd.Args[0] = "volplug"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("start a mounter: %w: %s", err, bytes.TrimSpace(out))

@@ -281,7 +281,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	if err != nil {
 		return err
 	}
-	devs, err := loop.Devices()
+	devs, err := loop.Ending("/" + id + "/" + imageFile)
 	if err != nil {
 		return err
 	}

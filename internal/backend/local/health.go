@@ -146,13 +146,12 @@ func (b *Backend) deletedImages(h *backend.Health, id string) error {
 	if err != nil {
 		return err
 	}
-	devs, err := loop.Devices()
+	devs, err := loop.Ending("/" + id + "/" + imageFile + " (deleted)")
 	if err != nil {
 		return err
 	}
-	suffix := "/" + id + "/" + imageFile + " (deleted)"
 	for _, d := range devs {
-		if d.Backing.Dev == pool.Dev && strings.HasSuffix(d.Backing.Path, suffix) {
+		if d.Backing.Dev == pool.Dev {
 			addProblem(h, backend.DataLoss, "%s still serves the disk image, which was deleted", d.Path)
 		}
 	}
