@@ -41,7 +41,7 @@ func defaultConfig(driver string) Config {
 	return Config{
 		Pool: filepath.Join("/var/lib/volplug/flex", driver),
 		// kubelet lower-cases the host name it registers the node under.
-		Node:    strings.ToLower(host),
+		Node:          strings.ToLower(host),
 		LogFile:       filepath.Join("/var/log/volplug", "flex-"+driver+".log"),
 		MounterSocket: "/run/volplug/mounter.sock",
 	}
