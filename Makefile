@@ -15,8 +15,11 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/volplug
 
+# System packages, then the test S3 server (versitygw, built once into
+# bin/tools/).
 deps:
 	@./scripts/install-deps.sh
+	@./scripts/install-versitygw.sh
 
 demo: deps build
 	./$(BIN) demo
@@ -35,6 +38,7 @@ unit:
 
 bench: deps build
 	./$(BIN) bench
+	./$(BIN) bench s3 --versitygw bin/tools/versitygw
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 
 clean:

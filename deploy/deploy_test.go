@@ -7,6 +7,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -621,4 +622,69 @@ func sortedKeys(m map[string]bool) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, " ")
+}
+
+// Every container of every manifest and of the chart names its image with
+// imagePullPolicy IfNotPresent, and every volplug image has the tag the
+// build gives (the chart's image.tag), so an image imported into a node's
+// runtime runs with no registry.
+func TestImagesRunWithoutARegistry(t *testing.T) {
+	values := readYAML(t, filepath.Join(chartDir, "values.yaml"))
+	want := str(values, "image", "repository") + ":" + str(values, "image", "tag")
+	if p := str(values, "image", "pullPolicy"); p != "IfNotPresent" {
+		t.Errorf("values.yaml image.pullPolicy %q, want IfNotPresent", p)
+	}
+	seen := 0
+	for _, d := range loadDocs(t, ".") {
+		for _, c := range containers(podSpec(d)) {
+			image := str(c, "image")
+			if image == "" && isPatch(d.file) {
+				continue // a patch that changes args only
+			}
+			if p := str(c, "imagePullPolicy"); p != "IfNotPresent" {
+				t.Errorf("%s: container %s: imagePullPolicy %q, want IfNotPresent", d, str(c, "name"), p)
+			}
+			if strings.Contains(image, "volplug/volplug") {
+				seen++
+				if image != want {
+					t.Errorf("%s: container %s: image %s, want %s (the chart's)", d, str(c, "name"), image, want)
+				}
+			}
+		}
+	}
+	if seen < 2 {
+		t.Errorf("found %d volplug containers in deploy/, want the CSI node plugin and the flex installer", seen)
+	}
+}
+
+// csi-provisioner v6.3.0 watches and updates VolumeSnapshots (a finalizer
+// on a restore's source); without the grant its log repeats "cannot watch".
+func TestProvisionerMayWatchSnapshots(t *testing.T) {
+	granted := func(rules []any) bool {
+		for _, r := range rules {
+			res := fmt.Sprint(get(r, "resources"))
+			verbs := fmt.Sprint(get(r, "verbs"))
+			if strings.Contains(res, "volumesnapshots") && !strings.Contains(res, "volumesnapshotcontents") &&
+				strings.Contains(verbs, "watch") && strings.Contains(verbs, "update") {
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	for _, d := range loadDocs(t, manifestDir) {
+		if d.kind() == "ClusterRole" && granted(list(d.obj, "rules")) {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("deploy/kubernetes: no ClusterRole lets the provisioner watch and update volumesnapshots")
+	}
+	tpl, err := os.ReadFile(filepath.Join(chartDir, "templates", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`resources: \["volumesnapshots"\]\s+verbs: \[[^]]*"watch"[^]]*"update"`).Match(tpl) {
+		t.Error("chart rbac.yaml: the provisioner may not watch and update volumesnapshots")
+	}
 }

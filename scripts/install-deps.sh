@@ -10,12 +10,18 @@ declare -A need=(
   [mkfs.btrfs]=btrfs-progs [btrfs]=btrfs-progs
   [blkid]=util-linux [losetup]=util-linux [wipefs]=util-linux [blockdev]=util-linux
   [mount]=mount
+  [s3fs]=s3fs [rclone]=rclone
 )
 
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# FUSE userspace (fusermount) for s3fs and rclone, the object-storage peers
+# `make bench` measures. fuse3 replaces fuse 2 in Debian, so either counts.
+if ! command -v fusermount3 >/dev/null 2>&1 && ! command -v fusermount >/dev/null 2>&1; then
+  missing+=(fuse3)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 
+	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/backend/local"
+	"github.com/volplug/volplug/internal/backend/s3"
 	"github.com/volplug/volplug/internal/csi"
 )
 
@@ -25,6 +27,7 @@ func newCSICommand() *cobra.Command {
 		endpoint    string
 		pool        string
 		mode        string
+		s3opts      s3.Options
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -32,20 +35,36 @@ func newCSICommand() *cobra.Command {
 		Short: "Serve a CSI driver (Identity, Controller, Node) over gRPC",
 		Long: `Serve a CSI driver. With --backend=local, every volume is a sparse disk image
 in --pool, attached to a loop device and formatted (ext4, xfs, btrfs) or
-published as a raw block device.`,
+published as a raw block device. With --backend=s3, every volume is an S3 (or
+COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`" + `;
+--driver-name defaults to s3.csi.volplug.io.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if backendName != "local" {
-				return fmt.Errorf("backend %q: only \"local\" exists so far", backendName)
-			}
-			if pool == "" {
-				return fmt.Errorf("--pool is required with --backend=local")
-			}
 			opts.Mode = csi.Mode(mode)
 			opts.Version = version
-			b, err := local.New(pool, opts.NodeID)
-			if err != nil {
-				return err
+			var b backend.Backend
+			switch backendName {
+			case "local":
+				if pool == "" {
+					return fmt.Errorf("--pool is required with --backend=local")
+				}
+				lb, err := local.New(pool, opts.NodeID)
+				if err != nil {
+					return err
+				}
+				b = lb
+			case "s3":
+				if !cmd.Flags().Changed("driver-name") {
+					opts.Name = "s3.csi.volplug.io"
+				}
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				s3opts.Exe = exe
+				b = s3.New(s3opts)
+			default:
+				return fmt.Errorf("backend %q: want local or s3", backendName)
 			}
 			d, err := csi.New(opts, b)
 			if err != nil {
@@ -63,7 +82,7 @@ published as a raw block device.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&backendName, "backend", "local", "storage backend: local")
+	f.StringVar(&backendName, "backend", "local", "storage backend: local (disk images) or s3 (buckets)")
 	f.StringVar(&endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
 	f.StringVar(&opts.NodeID, "node-id", host, "this node's name")
 	f.StringVar(&pool, "pool", "", "directory that holds the disk images (local backend)")
@@ -73,6 +92,12 @@ published as a raw block device.`,
 	f.Int64Var(&opts.MaxVolumesPerNode, "max-volumes-per-node", 0, "most volumes attached to one node (0: no limit)")
 	f.StringVar(&opts.MetricsAddress, "metrics-address", "", "serve Prometheus metrics at http://ADDRESS/metrics, e.g. :9810 (off when empty)")
 	f.BoolVar(&opts.ExpandOnNode, "expand-on-node", false, "grow disks in NodeExpandVolume and hide ControllerExpandVolume (for a cluster-wide external-resizer)")
+	f.StringVar(&s3opts.Endpoint, "s3-endpoint", "", "s3: the S3 endpoint when a volume's secret and parameters name none")
+	f.StringVar(&s3opts.Region, "s3-region", "", "s3: the region when a volume's secret and parameters name none")
+	f.StringVar(&s3opts.MounterSocket, "mounter-socket", defaultMounterSocket, "s3: where `volplug mounter` answers")
+	f.BoolVar(&s3opts.StartMounter, "start-mounter", true, "s3: start a detached mounter when none answers (off in Kubernetes, where it is a DaemonSet)")
+	f.StringVar(&s3opts.MounterStateDir, "mounter-state-dir", defaultMounterState, "s3: the started mounter's --state-dir")
+	f.StringVar(&s3opts.MounterLog, "mounter-log", "/var/log/volplug/mounter.log", "s3: the started mounter's log file")
 	addKlogFlags(cmd)
 	return cmd
 }

@@ -34,6 +34,7 @@ func main() {
 		demo.NewCommand(),
 		bench.NewCommand(),
 		flexdriver.NewCommand(),
+		newMounterCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "volplug:", err)

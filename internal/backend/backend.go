@@ -12,6 +12,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sort"
 	"time"
 )
 
@@ -26,7 +28,27 @@ var (
 	ErrUnsupported   = errors.New("not supported")
 	ErrLimit         = errors.New("limit reached")
 	ErrPrecondition  = errors.New("precondition failed")
+	// ErrUnavailable: the storage could not be reached or refused the
+	// credentials; a retry may succeed.
+	ErrUnavailable = errors.New("storage unavailable")
 )
+
+// Secrets are the CO's credentials for the storage (CSI secrets). A backend
+// that needs none ignores them. They print as their key names only, so a
+// request logged or wrapped in an error by mistake leaks nothing.
+type Secrets map[string]string
+
+func (s Secrets) String() string {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return "secrets" + fmt.Sprint(keys)
+}
+
+// GoString is String, so %#v does not print the values either.
+func (s Secrets) GoString() string { return s.String() }
 
 // Volume is a volume as the backend knows it.
 type Volume struct {
@@ -38,7 +60,8 @@ type Volume struct {
 	// its first stage; "" for a volume made for raw block access.
 	FsType string `json:"fsType,omitempty"`
 	Block  bool   `json:"block,omitempty"`
-	// Node is the node that holds the volume's data (its topology).
+	// Node is the node that holds the volume's data (its topology), for a
+	// backend whose volumes are node-local.
 	Node string `json:"node"`
 	// Parameters are the storage-class parameters it was created with.
 	Parameters map[string]string `json:"parameters,omitempty"`
@@ -63,6 +86,9 @@ type Volume struct {
 	// (reflink): overwriting them takes new space, so all of Size is
 	// counted as promised.
 	Shared bool `json:"shared,omitempty"`
+	// Context is what the node needs to stage the volume, beyond its ID:
+	// the CO hands it back at NodeStage (CSI's volume context).
+	Context map[string]string `json:"-"`
 }
 
 // Snapshot is a point-in-time copy of a volume.
@@ -117,6 +143,16 @@ const (
 // Capabilities says which optional features a backend really has, so the
 // front doors advertise nothing they cannot do.
 type Capabilities struct {
+	// NodeLocal volumes live on one node: topology, and access from that
+	// node only. Otherwise any node can use a volume, several at once.
+	NodeLocal bool
+	// Listing: ListVolumes, GetVolume and Capacity work without secrets.
+	Listing bool
+	// Attach: Attach and Detach record where a volume is attached.
+	Attach bool
+	// MountGroup: Stage gives the volume's files to StageRequest.MountGroup
+	// (CSI's VOLUME_MOUNT_GROUP, Kubernetes's fsGroup).
+	MountGroup     bool
 	Snapshots      bool
 	GroupSnapshots bool
 	Clones         bool
@@ -143,6 +179,7 @@ type CreateRequest struct {
 	Ephemeral      bool
 	// Mutable are the initial mutable parameters.
 	Mutable map[string]string
+	Secrets Secrets
 }
 
 // StageRequest prepares a volume on this node (attach, format, mount).
@@ -153,6 +190,12 @@ type StageRequest struct {
 	FsType      string
 	MountFlags  []string
 	ReadOnly    bool
+	// Context is the volume's context from the CO (Volume.Context, or a
+	// statically provisioned volume's attributes).
+	Context map[string]string
+	// MountGroup is a group ID to give the files to ("" for none).
+	MountGroup string
+	Secrets    Secrets
 }
 
 // PublishRequest makes a staged volume visible at TargetPath.
@@ -169,7 +212,7 @@ type PublishRequest struct {
 // Controller makes and removes volumes and records where they are attached.
 type Controller interface {
 	CreateVolume(ctx context.Context, req *CreateRequest) (*Volume, error)
-	DeleteVolume(ctx context.Context, id string) error
+	DeleteVolume(ctx context.Context, id string, secrets Secrets) error
 	GetVolume(ctx context.Context, id string) (*Volume, error)
 	// ListVolumes returns every volume, sorted by ID.
 	ListVolumes(ctx context.Context) ([]*Volume, error)
@@ -185,7 +228,7 @@ type Controller interface {
 	Detach(ctx context.Context, id, node string) error
 	// ExpandVolume grows the volume to at least size and returns its new
 	// size, and whether its filesystem must still be grown on the node.
-	ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error)
+	ExpandVolume(ctx context.Context, id string, size int64, secrets Secrets) (int64, bool, error)
 	// VolumeHealth checks what the controller can see of a volume.
 	VolumeHealth(ctx context.Context, id string) (*Health, error)
 
@@ -206,8 +249,9 @@ type Node interface {
 	Publish(ctx context.Context, req *PublishRequest) error
 	Unpublish(ctx context.Context, id, targetPath string) error
 	// ExpandFilesystem grows what is at path (a staging or target path) to
-	// the size of the volume's disk and returns that size.
-	ExpandFilesystem(ctx context.Context, id, path string) (int64, error)
+	// the volume's size (at least size, the CO's new size, when the backend
+	// has no size of its own to read) and returns that size.
+	ExpandFilesystem(ctx context.Context, id, path string, size int64) (int64, error)
 	// Stats reports the volume mounted (or published) at path.
 	Stats(ctx context.Context, id, path string) (*Stats, error)
 	// NodeHealth checks the volume as this node sees it, including at the
@@ -224,4 +268,7 @@ type Backend interface {
 	Controller
 	Node
 	Capabilities() Capabilities
+	// ValidateID checks the form of a volume ID (ErrInvalid), so an ID
+	// never names anything outside the backend's storage.
+	ValidateID(id string) error
 }

@@ -3,6 +3,7 @@ package csi
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -17,18 +18,17 @@ type controllerServer struct {
 	d *Driver
 }
 
-// Storage-class parameters the driver understands. Keys under
-// csi.storage.k8s.io/ are the provisioner's own (PVC name, secrets) and
-// are ignored.
-const paramFsType = "fsType"
-
 func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	bc := s.d.backend.Capabilities()
 	types := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
-		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
-		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
-		csi.ControllerServiceCapability_RPC_GET_VOLUME,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	if bc.Listing {
+		types = append(types,
+			csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+			csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+			csi.ControllerServiceCapability_RPC_GET_VOLUME)
 	}
 	if s.d.opts.EnableAttach {
 		types = append(types,
@@ -36,7 +36,6 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 			csi.ControllerServiceCapability_RPC_PUBLISH_READONLY,
 			csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES)
 	}
-	bc := s.d.backend.Capabilities()
 	if bc.Snapshots {
 		types = append(types,
 			csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
@@ -52,7 +51,7 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 	if bc.Modify {
 		types = append(types, csi.ControllerServiceCapability_RPC_MODIFY_VOLUME)
 	}
-	if bc.Health {
+	if bc.Health && bc.Listing { // the controller sees volumes only where it can list them
 		types = append(types,
 			csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 			csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH)
@@ -85,21 +84,15 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if bc := s.d.backend.Capabilities(); (srcSnap != "" && !bc.Snapshots) || (srcVol != "" && !bc.Clones) {
 		return nil, status.Error(codes.InvalidArgument, "this backend cannot copy volumes or snapshots")
 	}
+	// Keys under csi.storage.k8s.io/ are the provisioner's own (PVC name,
+	// secrets); the backend checks the rest.
 	params := map[string]string{}
 	for k, v := range req.GetParameters() {
-		switch {
-		case strings.HasPrefix(k, "csi.storage.k8s.io/"):
-		case k == paramFsType:
+		if !strings.HasPrefix(k, "csi.storage.k8s.io/") {
 			params[k] = v
-		default:
-			return nil, invalid("unknown parameter %q (known: %s)", k, paramFsType)
 		}
 	}
-	fsType := capa.fsType
-	if fsType == "" {
-		fsType = params[paramFsType]
-	}
-	if !s.reachable(req.GetAccessibilityRequirements()) {
+	if s.d.backend.Capabilities().NodeLocal && !s.reachable(req.GetAccessibilityRequirements()) {
 		return nil, status.Errorf(codes.ResourceExhausted, "volumes of this driver live on node %s, which the topology requirement excludes", s.d.opts.NodeID)
 	}
 	// The source is held too: it must not be staged, grown or deleted while
@@ -118,9 +111,10 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 		Name:           name,
 		MinSize:        req.GetCapacityRange().GetRequiredBytes(),
 		MaxSize:        req.GetCapacityRange().GetLimitBytes(),
-		FsType:         fsType,
+		FsType:         capa.fsType,
 		Block:          capa.block,
 		Parameters:     params,
+		Secrets:        req.GetSecrets(),
 		SourceSnapshot: srcSnap,
 		SourceVolume:   srcVol,
 		Mutable:        req.GetMutableParameters(),
@@ -158,16 +152,19 @@ func (s *controllerServer) onThisNode(t *csi.Topology) bool {
 }
 
 func (s *controllerServer) csiVolume(v *backend.Volume) *csi.Volume {
-	ctx := map[string]string{"name": v.Name}
-	if v.FsType != "" {
-		ctx["fsType"] = v.FsType
+	// A backend's own context, else what a disk image's volume has.
+	ctx := maps.Clone(v.Context)
+	if ctx == nil {
+		ctx = map[string]string{"name": v.Name}
+		if v.FsType != "" {
+			ctx["fsType"] = v.FsType
+		}
 	}
-	return &csi.Volume{
-		VolumeId:           v.ID,
-		CapacityBytes:      v.Size,
-		VolumeContext:      ctx,
-		AccessibleTopology: []*csi.Topology{{Segments: map[string]string{TopologyKey: v.Node}}},
+	vol := &csi.Volume{VolumeId: v.ID, CapacityBytes: v.Size, VolumeContext: ctx}
+	if s.d.backend.Capabilities().NodeLocal {
+		vol.AccessibleTopology = []*csi.Topology{{Segments: map[string]string{TopologyKey: v.Node}}}
 	}
+	return vol
 }
 
 func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
@@ -179,7 +176,7 @@ func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolu
 		return nil, err
 	}
 	defer release()
-	if err := s.d.backend.DeleteVolume(ctx, req.GetVolumeId()); err != nil {
+	if err := s.d.backend.DeleteVolume(ctx, req.GetVolumeId(), req.GetSecrets()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -299,7 +296,7 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 		return nil, err
 	}
 	defer release()
-	got, nodeToo, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), size)
+	got, nodeToo, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), size, req.GetSecrets())
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -29,7 +29,9 @@ func (f *fakeBackend) CreateVolume(ctx context.Context, r *backend.CreateRequest
 	f.last = r
 	return f.vol, f.err
 }
-func (f *fakeBackend) DeleteVolume(ctx context.Context, id string) error { return f.err }
+func (f *fakeBackend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets) error {
+	return f.err
+}
 func (f *fakeBackend) GetVolume(ctx context.Context, id string) (*backend.Volume, error) {
 	return f.vol, f.err
 }
@@ -51,7 +53,7 @@ func (f *fakeBackend) Stage(ctx context.Context, r *backend.StageRequest) error 
 func (f *fakeBackend) Unstage(ctx context.Context, id, path string) error           { return f.err }
 func (f *fakeBackend) Publish(ctx context.Context, r *backend.PublishRequest) error { return f.err }
 func (f *fakeBackend) Unpublish(ctx context.Context, id, path string) error         { return f.err }
-func (f *fakeBackend) ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error) {
+func (f *fakeBackend) ExpandVolume(ctx context.Context, id string, size int64, _ backend.Secrets) (int64, bool, error) {
 	return size, true, f.err
 }
 func (f *fakeBackend) VolumeHealth(ctx context.Context, id string) (*backend.Health, error) {
@@ -74,7 +76,7 @@ func (f *fakeBackend) DeleteGroupSnapshot(ctx context.Context, id string) error 
 func (f *fakeBackend) GetGroupSnapshot(ctx context.Context, id string) (*backend.GroupSnapshot, error) {
 	return &backend.GroupSnapshot{ID: id}, f.err
 }
-func (f *fakeBackend) ExpandFilesystem(ctx context.Context, id, path string) (int64, error) {
+func (f *fakeBackend) ExpandFilesystem(ctx context.Context, id, path string, _ int64) (int64, error) {
 	return 0, f.err
 }
 func (f *fakeBackend) Stats(ctx context.Context, id, path string) (*backend.Stats, error) {
@@ -87,7 +89,16 @@ func (f *fakeBackend) VolumeAt(ctx context.Context, path string) (string, error)
 func (f *fakeBackend) StorageHealth(ctx context.Context) (*backend.Health, error) {
 	return &backend.Health{}, f.err
 }
-func (f *fakeBackend) Capabilities() backend.Capabilities { return f.caps }
+
+// Capabilities are a node-local backend's (as local's) unless a test set
+// others.
+func (f *fakeBackend) Capabilities() backend.Capabilities {
+	if f.caps == (backend.Capabilities{}) {
+		return backend.Capabilities{NodeLocal: true, Listing: true, Attach: true}
+	}
+	return f.caps
+}
+func (f *fakeBackend) ValidateID(id string) error { return nil }
 
 func newTestDriver(t *testing.T, b backend.Backend, attach bool) *Driver {
 	t.Helper()
@@ -151,7 +162,6 @@ func TestCreateVolumeValidation(t *testing.T) {
 		"no caps":         {Name: "a"},
 		"multi node":      {Name: "a", VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)}},
 		"no access type":  {Name: "a", VolumeCapabilities: []*csi.VolumeCapability{{AccessMode: good.AccessMode}}},
-		"unknown param":   {Name: "a", VolumeCapabilities: []*csi.VolumeCapability{good}, Parameters: map[string]string{"color": "blue"}},
 		"block and mount": {Name: "a", VolumeCapabilities: []*csi.VolumeCapability{good, {AccessMode: good.AccessMode, AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}}}},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -78,6 +78,9 @@ func New(opts Options, b backend.Backend) (*Driver, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
+	if opts.EnableAttach && !b.Capabilities().Attach {
+		return nil, fmt.Errorf("--enable-attach: this backend's volumes are not attached to nodes")
+	}
 	return &Driver{opts: opts, backend: b, locks: newKeyLocks(), metrics: newMetrics()}, nil
 }
 

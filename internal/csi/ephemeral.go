@@ -43,6 +43,15 @@ func (s *nodeServer) publishEphemeral(ctx context.Context, req *csi.NodePublishV
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Already published here: a retry, maybe by a driver restarted in a new
+	// mount namespace, where its predecessor's staging mount is gone. Staging
+	// again would check a filesystem that is mounted, and the clean-up of a
+	// failure would take the volume from under its pod.
+	if at, err := s.d.backend.VolumeAt(ctx, target); err != nil {
+		return nil, toStatus(err)
+	} else if at == v.ID {
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
 	// Staging path "": the backend stages it in a place of its own.
 	err = s.d.backend.Stage(ctx, &backend.StageRequest{ID: v.ID, Block: capa.block, FsType: fsType, MountFlags: capa.mountFlags})
 	if err == nil {
@@ -60,6 +69,6 @@ func (s *nodeServer) removeEphemeral(ctx context.Context, id, target string) err
 	return errors.Join(
 		s.d.backend.Unpublish(ctx, id, target),
 		s.d.backend.Unstage(ctx, id, ""),
-		s.d.backend.DeleteVolume(ctx, id),
+		s.d.backend.DeleteVolume(ctx, id, nil),
 	)
 }

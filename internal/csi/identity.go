@@ -24,9 +24,9 @@ func (s *identityServer) GetPluginCapabilities(ctx context.Context, req *csi.Get
 	// These describe the plugin, not this process: a node-mode process
 	// still belongs to a plugin with a controller (kubelet and the sidecars
 	// read them from whichever process they reach).
-	caps := []*csi.PluginCapability{
-		service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS),
-		service(csi.PluginCapability_Service_CONTROLLER_SERVICE),
+	caps := []*csi.PluginCapability{service(csi.PluginCapability_Service_CONTROLLER_SERVICE)}
+	if s.d.backend.Capabilities().NodeLocal {
+		caps = append(caps, service(csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS))
 	}
 	if s.d.backend.Capabilities().GroupSnapshots {
 		caps = append(caps, service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE))

@@ -17,11 +17,11 @@ type nodeServer struct {
 }
 
 func (s *nodeServer) NodeGetInfo(ctx context.Context, req *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
-	return &csi.NodeGetInfoResponse{
-		NodeId:             s.d.opts.NodeID,
-		MaxVolumesPerNode:  s.d.opts.MaxVolumesPerNode,
-		AccessibleTopology: &csi.Topology{Segments: map[string]string{TopologyKey: s.d.opts.NodeID}},
-	}, nil
+	resp := &csi.NodeGetInfoResponse{NodeId: s.d.opts.NodeID, MaxVolumesPerNode: s.d.opts.MaxVolumesPerNode}
+	if s.d.backend.Capabilities().NodeLocal {
+		resp.AccessibleTopology = &csi.Topology{Segments: map[string]string{TopologyKey: s.d.opts.NodeID}}
+	}
+	return resp, nil
 }
 
 func (s *nodeServer) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
@@ -35,6 +35,9 @@ func (s *nodeServer) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCa
 	}
 	if bc.Expansion {
 		types = append(types, csi.NodeServiceCapability_RPC_EXPAND_VOLUME)
+	}
+	if bc.MountGroup {
+		types = append(types, csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP)
 	}
 	if bc.Health {
 		types = append(types,
@@ -73,6 +76,9 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 		FsType:      capa.fsType,
 		MountFlags:  capa.mountFlags,
 		ReadOnly:    capa.readOnly || req.GetPublishContext()[publishReadOnly] == "true",
+		Context:     req.GetVolumeContext(),
+		MountGroup:  req.GetVolumeCapability().GetMount().GetVolumeMountGroup(),
+		Secrets:     req.GetSecrets(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -83,11 +89,14 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 // attachedHere enforces the lifecycle when attach is on: a volume is staged
 // only on a node it was attached to (CREATED -> NODE_READY -> VOL_READY).
 func (s *nodeServer) attachedHere(ctx context.Context, id string) error {
+	if !s.d.opts.EnableAttach {
+		return nil // the backend's Stage finds out whether the volume exists
+	}
 	v, err := s.d.backend.GetVolume(ctx, id)
 	if err != nil {
 		return toStatus(err)
 	}
-	if s.d.opts.EnableAttach && !slices.Contains(v.AttachedTo, s.d.opts.NodeID) {
+	if !slices.Contains(v.AttachedTo, s.d.opts.NodeID) {
 		return status.Errorf(codes.FailedPrecondition, "volume %s is not attached to node %s: ControllerPublishVolume first", id, s.d.opts.NodeID)
 	}
 	return nil
@@ -213,11 +222,11 @@ func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVo
 	}
 	defer release()
 	if want := req.GetCapacityRange().GetRequiredBytes(); s.d.opts.ExpandOnNode && want > 0 {
-		if _, _, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), want); err != nil {
+		if _, _, err := s.d.backend.ExpandVolume(ctx, req.GetVolumeId(), want, req.GetSecrets()); err != nil {
 			return nil, toStatus(err)
 		}
 	}
-	size, err := s.d.backend.ExpandFilesystem(ctx, req.GetVolumeId(), path)
+	size, err := s.d.backend.ExpandFilesystem(ctx, req.GetVolumeId(), path, req.GetCapacityRange().GetRequiredBytes())
 	if err != nil {
 		return nil, toStatus(err)
 	}

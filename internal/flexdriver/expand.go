@@ -35,7 +35,7 @@ func (d *driver) expandVolume(ctx context.Context, o *flex.Options, newBytes str
 		return nil, err
 	}
 	defer unlock()
-	got, _, err := x.ExpandVolume(ctx, v.ID, size)
+	got, _, err := x.ExpandVolume(ctx, v.ID, size, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (d *driver) expandFS(ctx context.Context, o *flex.Options, deviceMountPath 
 		return nil, err
 	}
 	defer unlock()
-	got, err := x.ExpandFilesystem(ctx, id, path)
+	got, err := x.ExpandFilesystem(ctx, id, path, 0)
 	if err != nil {
 		return nil, err
 	}

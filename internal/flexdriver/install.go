@@ -2,6 +2,7 @@ package flexdriver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,7 @@ func newInstallCommand() *cobra.Command {
 		pluginDir string
 		driver    string
 		thenSleep bool
+		cfg       Config
 	)
 	cmd := &cobra.Command{
 		Use:   "install --plugin-dir DIR",
@@ -24,8 +26,11 @@ func newInstallCommand() *cobra.Command {
 		Long: `Copy this executable into DIR/volplug~<driver>/<driver> (DIR is kubelet's
 --volume-plugin-dir, by default /usr/libexec/kubernetes/kubelet-plugins/volume/exec).
 The copy goes to a dot-file first and is renamed into place, so kubelet's prober,
-which ignores dot-files, never runs a half-written driver. With --then-sleep it
-then waits for SIGTERM, as a DaemonSet's container must.`,
+which ignores dot-files, never runs a half-written driver. With --pool, --node,
+--log-file or --attach it also writes the driver's volplug.json beside it (the
+same way), holding those settings; without them an existing volplug.json is
+left as it is. With --then-sleep it then waits for SIGTERM, as a DaemonSet's
+container must.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: false,
@@ -38,6 +43,14 @@ then waits for SIGTERM, as a DaemonSet's container must.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "installed %s\n", path)
+			f := cmd.Flags()
+			if f.Changed("pool") || f.Changed("node") || f.Changed("log-file") || f.Changed("attach") {
+				conf, err := writeConfig(filepath.Dir(path), cfg)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "configured %s\n", conf)
+			}
 			if thenSleep {
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 				defer stop()
@@ -50,7 +63,38 @@ then waits for SIGTERM, as a DaemonSet's container must.`,
 	f.StringVar(&pluginDir, "plugin-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", "kubelet's FlexVolume plugin directory")
 	f.StringVar(&driver, "driver", "local", "backend to install the driver for")
 	f.BoolVar(&thenSleep, "then-sleep", false, "after installing, wait for a signal (for a DaemonSet)")
+	f.StringVar(&cfg.Pool, "pool", "", "write volplug.json: the pool directory on the host (default /var/lib/volplug/flex/<driver>)")
+	f.StringVar(&cfg.Node, "node", "", "write volplug.json: the node's name in Kubernetes (default the host name)")
+	f.StringVar(&cfg.LogFile, "log-file", "", `write volplug.json: the driver's log file on the host, or "syslog"`)
+	f.BoolVar(&cfg.Attach, "attach", false, "write volplug.json: report attach:true (single-node clusters only)")
 	return cmd
+}
+
+// writeConfig writes cfg as dir/volplug.json, atomically, and returns its
+// path. Empty fields are left out, so the driver's defaults apply to them.
+// The paths must be absolute: the driver runs on the host, from kubelet,
+// with no working directory of ours.
+func writeConfig(dir string, cfg Config) (string, error) {
+	for _, p := range []string{cfg.Pool, cfg.LogFile} {
+		if p != "" && p != "syslog" && !filepath.IsAbs(p) {
+			return "", fmt.Errorf("configure: %q is not an absolute path", p)
+		}
+	}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("configure: %w", err)
+	}
+	dst := filepath.Join(dir, configFile)
+	tmp := filepath.Join(dir, "."+configFile)
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("configure: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("configure: %w", err)
+	}
+	return dst, nil
 }
 
 // install copies the running executable to pluginDir/volplug~driver/driver

@@ -125,7 +125,7 @@ func (d *driver) mountedVolume(path string) (string, error) {
 	if err != nil || info == nil {
 		return "", err
 	}
-	id, err := d.store.VolumeOf(info.Source)
+	id, err := d.store.VolumeOf(mount.SourceDevice(info))
 	if err != nil {
 		return "", err
 	}

@@ -2,7 +2,9 @@ package flexdriver
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,6 +143,48 @@ func TestInstall(t *testing.T) {
 	e := newEnv(t, false)
 	e.bin = installed
 	e.run(flex.StatusSuccess, "init")
+}
+
+// The installer writes the driver's volplug.json from its flags, as the
+// DaemonSet passes them, and the installed driver uses it; an install
+// without them leaves the file alone.
+func TestInstallWritesConfig(t *testing.T) {
+	dir := t.TempDir()
+	pool, logFile := filepath.Join(dir, "disk", "pool"), filepath.Join(dir, "log", "flex.log")
+	out, err := exec.Command(volplugBin(), "flex", "install", "--plugin-dir", dir,
+		"--pool", pool, "--log-file", logFile, "--node", "n1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("install: %v: %s", err, out)
+	}
+	conf := filepath.Join(dir, "volplug~local", "volplug.json")
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(data, &cfg); err != nil || cfg != (Config{Pool: pool, Node: "n1", LogFile: logFile}) {
+		t.Fatalf("volplug.json = %s (%v)", data, err)
+	}
+	t.Setenv(ConfigEnv, "")
+	os.Unsetenv(ConfigEnv) // the installed driver finds volplug.json beside itself
+	driver := filepath.Join(dir, "volplug~local", "local")
+	if res, err := runDriver(driver, "init"); err != nil || res.Status != flex.StatusSuccess {
+		t.Fatalf("init: %v %v", res, err)
+	}
+	if _, err := os.Stat(logFile); err != nil {
+		t.Errorf("the driver did not log where volplug.json says: %v", err)
+	}
+
+	if out, err := runInstall(dir); err != nil {
+		t.Fatalf("install: %v: %s", err, out)
+	}
+	if again, _ := os.ReadFile(conf); !bytes.Equal(again, data) {
+		t.Errorf("an install without settings changed volplug.json to %s", again)
+	}
+	out, err = exec.Command(volplugBin(), "flex", "install", "--plugin-dir", dir, "--pool", "relative/pool").CombinedOutput()
+	if err == nil {
+		t.Errorf("a relative pool path was accepted: %s", out)
+	}
 }
 
 func TestParseSize(t *testing.T) {

@@ -51,8 +51,8 @@ func attachedLoops(t *testing.T, dir string) int {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, file := range devs {
-		if strings.HasPrefix(file, dir+"/") {
+	for _, d := range devs {
+		if strings.HasPrefix(d.Backing.Path, dir+"/") {
 			n++
 		}
 	}

@@ -36,11 +36,11 @@ type (
 	volumeExpander interface {
 		// ExpandVolume grows the volume to at least size; it returns the
 		// new size and whether the filesystem must still be grown on the node.
-		ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error)
+		ExpandVolume(ctx context.Context, id string, size int64, secrets backend.Secrets) (int64, bool, error)
 	}
 	filesystemExpander interface {
 		// ExpandFilesystem grows the filesystem at path to the volume's size.
-		ExpandFilesystem(ctx context.Context, id, path string) (int64, error)
+		ExpandFilesystem(ctx context.Context, id, path string, size int64) (int64, error)
 	}
 )
 

@@ -2,9 +2,16 @@
 // ioctls. It is the one place in volplug that knows about loop devices.
 //
 // Nothing here remembers which device holds which image: the kernel does, and
-// Find asks it (through sysfs) every time. A driver restarted after a crash
-// therefore finds the devices it attached before, and a path cached from an
-// earlier life is never trusted.
+// Find asks it every time. A driver restarted after a crash therefore finds
+// the devices it attached before, and a path cached from an earlier life is
+// never trusted.
+//
+// Nor is a path the kernel renders: a device's backing file is known by its
+// identity (device and inode, from LOOP_GET_STATUS64), as losetup -j does.
+// The path in sysfs is relative to the mount the attacher opened the image
+// through, so a driver in a container that has since restarted sees the
+// image of its predecessor as "/volumes/<id>/disk.img", a path inside a bind
+// mount that no longer exists anywhere.
 package loop
 
 import (
@@ -213,36 +220,122 @@ func Find(image string) (string, error) {
 	return devs[0], nil
 }
 
+// findAll lists the devices backed by image, by the image's identity (the
+// device and inode its stat gives), as losetup -j does. A missing image has
+// no devices: a device that still holds a deleted image holds another inode.
 func findAll(image string) ([]string, error) {
-	entries, err := os.ReadDir(sysBlock)
+	id, err := IdentityOf(image)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list loop devices: %w", err)
+		return nil, err
+	}
+	all, err := Devices()
+	if err != nil {
+		return nil, err
 	}
 	var devs []string
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "loop") {
-			continue
-		}
-		backing, err := BackingFile(e.Name())
-		if err != nil {
-			return nil, err
-		}
-		if backing == image {
-			devs = append(devs, "/dev/"+e.Name())
+	for _, d := range all {
+		if d.Backing.FileID == id {
+			devs = append(devs, d.Path)
 		}
 	}
 	return devs, nil
 }
 
-// BackingFile returns the file behind a loop device ("loop3" or
-// "/dev/loop3"), or "" when the device is free. A backing file deleted while
-// attached is reported with the kernel's " (deleted)" suffix, so it never
-// matches a live path.
+// Holds reports whether the loop device dev is backed by image.
+func Holds(dev, image string) (bool, error) {
+	if !strings.HasPrefix(filepath.Base(dev), "loop") {
+		return false, nil
+	}
+	id, err := IdentityOf(image)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	b, err := BackingOf(dev)
+	if err != nil || b == nil {
+		return false, err
+	}
+	return b.FileID == id, nil
+}
+
+// FileID identifies a file by the device of its filesystem and its inode:
+// the only names of a backing file that mean the same in every mount
+// namespace.
+type FileID struct {
+	Dev, Ino uint64
+}
+
+// IdentityOf stats path and returns its identity.
+func IdentityOf(path string) (FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return FileID{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return FileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// Backing is the file behind a bound loop device.
+type Backing struct {
+	// FileID is the file's identity, from LOOP_GET_STATUS64, which the
+	// kernel took from the open file at attach time.
+	FileID
+	// Path is the file's path as sysfs renders it: relative to the mount
+	// through which the attacher opened it. Once that mount is gone (the
+	// attacher ran in a container that has since exited), it is a path
+	// inside that mount, which may name nothing here or something else.
+	// A hint for people and for nominating a candidate, never proof.
+	// A deleted file ends in " (deleted)".
+	Path string
+}
+
+// Deleted reports whether the backing file was unlinked while attached.
+func (b *Backing) Deleted() bool { return strings.HasSuffix(b.Path, " (deleted)") }
+
+// BackingOf returns the file behind a loop device ("loop3" or
+// "/dev/loop3"), or nil when the device is free.
+func BackingOf(dev string) (*Backing, error) {
+	path, err := BackingFile(dev)
+	if err != nil || path == "" {
+		return nil, err
+	}
+	name := filepath.Base(dev)
+	ld, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if isFree(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/%s: %w", name, err)
+	}
+	info, err := unix.IoctlLoopGetStatus64(int(ld.Fd()))
+	ld.Close()
+	if isFree(err) {
+		return nil, nil // detached since sysfs was read
+	}
+	if err != nil {
+		return nil, fmt.Errorf("status of /dev/%s: %w", name, err)
+	}
+	return &Backing{FileID: FileID{Dev: info.Device, Ino: info.Inode}, Path: path}, nil
+}
+
+// isFree reports an error that means the device is unbound, or being
+// unbound right now (the kernel removes its attributes as it goes).
+func isFree(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO)
+}
+
+// BackingFile returns the path sysfs shows for the file behind a loop
+// device, or "" when the device is free. See Backing.Path for why it only
+// hints at which file that is.
 func BackingFile(dev string) (string, error) {
 	name := filepath.Base(dev)
 	data, err := os.ReadFile(filepath.Join(sysBlock, name, "loop", "backing_file"))
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
-		return "", nil // free, or being freed right now: the kernel removes the attribute
+	if isFree(err) {
+		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read backing file of %s: %w", name, err)
@@ -250,24 +343,31 @@ func BackingFile(dev string) (string, error) {
 	return strings.TrimSuffix(string(data), "\n"), nil
 }
 
-// Devices lists every bound loop device with its backing file. Tests and the
-// demo use it to prove nothing was left behind.
-func Devices() (map[string]string, error) {
+// Device is one bound loop device.
+type Device struct {
+	Path    string // /dev/loopN
+	Backing Backing
+}
+
+// Devices lists every bound loop device with its backing file, in one pass
+// over the kernel's devices (callers with many images to look up index it
+// rather than calling Find for each).
+func Devices() ([]Device, error) {
 	entries, err := os.ReadDir(sysBlock)
 	if err != nil {
 		return nil, fmt.Errorf("list loop devices: %w", err)
 	}
-	out := map[string]string{}
+	var out []Device
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), "loop") {
 			continue
 		}
-		backing, err := BackingFile(e.Name())
+		b, err := BackingOf(e.Name())
 		if err != nil {
 			return nil, err
 		}
-		if backing != "" {
-			out["/dev/"+e.Name()] = backing
+		if b != nil {
+			out = append(out, Device{Path: "/dev/" + e.Name(), Backing: *b})
 		}
 	}
 	return out, nil

@@ -222,6 +222,31 @@ func MountsUnder(dir string) ([]string, error) {
 	return out, nil
 }
 
+// BySource lists the mounts whose source is source (a FUSE filesystem's
+// name, say): the mount and its binds.
+func BySource(source string) ([]*Info, error) {
+	infos, err := mountinfo.GetMounts(func(i *Info) (skip, stop bool) { return i.Source != source, false })
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	return infos, nil
+}
+
+// SameDevice lists the mounts of i's device: i, its binds, and other
+// mounts of the same filesystem. (Each FUSE mount has a device number of
+// its own.)
+func SameDevice(i *Info) ([]*Info, error) {
+	infos, err := mountinfo.GetMounts(func(o *Info) (skip, stop bool) { return o.Major != i.Major || o.Minor != i.Minor, false })
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	return infos, nil
+}
+
+// IsFUSE reports a FUSE mount: "fuse.NAME", or plain "fuse" from libfuse 2
+// programs (s3fs) that set no subtype.
+func IsFUSE(i *Info) bool { return i.FSType == "fuse" || strings.HasPrefix(i.FSType, "fuse.") }
+
 // MakeFile creates an empty file at path (the target of a block volume's
 // bind mount) unless something is there already.
 func MakeFile(path string) error {
@@ -235,19 +260,20 @@ func MakeFile(path string) error {
 // UsersOf returns the mounts that expose device dev, keyed by mount point:
 // filesystems mounted from it, bind mounts of those, and bind mounts of the
 // device node itself (a raw block volume's publish). The kernel's mount
-// table is the only record of where a volume is published.
+// table is the only record of where a volume is published. Mounts are
+// matched by device number; the source string, which is whatever the
+// mounter passed and may be a path of another mount namespace, is used
+// only for btrfs, whose mounts carry an anonymous device number.
 func UsersOf(dev string) (map[string]*Info, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(dev, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", dev, err)
 	}
 	major, minor := int(unix.Major(st.Rdev)), int(unix.Minor(st.Rdev))
-	node := "/" + filepath.Base(dev) // a device node bind shows its path in devtmpfs as Root
+	node := filepath.Base(dev)
 	infos, err := mountinfo.GetMounts(func(i *Info) (skip, stop bool) {
-		// btrfs reports an anonymous device number, so match the source too.
-		fromDev := i.Source == dev || (i.Major == major && i.Minor == minor)
-		nodeBind := i.FSType == "devtmpfs" && i.Root == node
-		return !fromDev && !nodeBind, false
+		fromDev := (i.Major == major && i.Minor == minor) || (i.Major == 0 && i.Source == dev)
+		return !fromDev && !(filepath.Base(i.Root) == node && boundNode(i) == st.Rdev), false
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read mount table: %w", err)
@@ -257,6 +283,53 @@ func UsersOf(dev string) (map[string]*Info, error) {
 		out[i.Mountpoint] = i
 	}
 	return out, nil
+}
+
+// boundNode returns the device number of the block device node bound at
+// i's mount point (a raw block volume's publish), or 0 when it is no such
+// bind. A bound node shows the filesystem it lives in (devtmpfs, or a
+// container's tmpfs /dev) in mountinfo, so only a stat of the mount point
+// tells which device it is.
+func boundNode(i *Info) uint64 {
+	if i.Root == "/" {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(i.Mountpoint, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return 0
+	}
+	return st.Rdev
+}
+
+// SourceDevice returns the block device behind a mount: the device its
+// filesystem was mounted from, or the node a raw block bind exposes, by the
+// kernel's device numbers (a source string may be a path in another mount
+// namespace). It falls back to the source string for anonymous device
+// numbers (btrfs), and returns "" for a mount of no block device.
+func SourceDevice(i *Info) string {
+	if i.FSType == "devtmpfs" || i.FSType == "tmpfs" {
+		if rdev := boundNode(i); rdev != 0 {
+			return deviceName(int(unix.Major(rdev)), int(unix.Minor(rdev)))
+		}
+	}
+	if i.Major != 0 {
+		if name := deviceName(i.Major, i.Minor); name != "" {
+			return name
+		}
+	}
+	if strings.HasPrefix(i.Source, "/dev/") {
+		return i.Source
+	}
+	return ""
+}
+
+// deviceName names a block device by its numbers, through sysfs.
+func deviceName(major, minor int) string {
+	link, err := os.Readlink(fmt.Sprintf("/sys/dev/block/%d:%d", major, minor))
+	if err != nil {
+		return ""
+	}
+	return "/dev/" + filepath.Base(link)
 }
 
 // GrowOffline grows an unmounted ext filesystem to fill dev. Offline growth

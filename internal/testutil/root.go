@@ -2,6 +2,7 @@
 package testutil
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,15 +39,39 @@ func CheckClean(t testing.TB, dir string) {
 	for _, m := range mounts {
 		t.Errorf("mount left behind: %s", m)
 	}
-	devs, err := loop.Devices()
+	devs, err := leftLoops(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for dev, file := range devs {
-		if under(dir, strings.TrimSuffix(file, " (deleted)")) {
-			t.Errorf("loop device %s left attached to %s", dev, file)
+	for _, d := range devs {
+		t.Errorf("loop device %s left attached to %s", d.Path, d.Backing.Path)
+	}
+}
+
+// leftLoops lists the loop devices that hold a file under dir, known by its
+// path as sysfs shows it or by its identity: a device attached through a
+// mount namespace that is gone shows a path that names nothing here.
+func leftLoops(dir string) ([]loop.Device, error) {
+	devs, err := loop.Devices()
+	if err != nil || len(devs) == 0 {
+		return nil, err
+	}
+	ids := map[loop.FileID]bool{}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if id, err := loop.IdentityOf(path); err == nil {
+				ids[id] = true
+			}
+		}
+		return nil // a corrupted mount or a vanished file: look on
+	})
+	var out []loop.Device
+	for _, d := range devs {
+		if ids[d.Backing.FileID] || under(dir, strings.TrimSuffix(d.Backing.Path, " (deleted)")) {
+			out = append(out, d)
 		}
 	}
+	return out, nil
 }
 
 // Cleanup tears down whatever a failed test left under dir, so one failure
@@ -61,11 +86,9 @@ func Cleanup(dir string) {
 		for i := len(mounts) - 1; i >= 0; i-- {
 			_ = unix.Unmount(mounts[i], 0)
 		}
-		devs, _ := loop.Devices()
-		for dev, file := range devs {
-			if under(dir, strings.TrimSuffix(file, " (deleted)")) {
-				_ = loop.Detach(dev)
-			}
+		devs, _ := leftLoops(dir)
+		for _, d := range devs {
+			_ = loop.Detach(d.Path)
 		}
 	}
 	mounts, _ := mount.MountsUnder(dir)

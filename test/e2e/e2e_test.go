@@ -35,6 +35,12 @@ type driver struct {
 	node csi.NodeClient
 	// metrics is the driver's Prometheus address on loopback.
 	metrics string
+	// pool is the pool's path as the driver sees it; nsBind, when set, runs
+	// the driver in a mount namespace of its own where the pool is bound
+	// there from nsBind (as a container sees the host's pool).
+	pool, nsBind string
+	name         string   // of its socket and log, so two can share dir
+	extra        []string // more flags
 }
 
 // freeAddress finds a free loopback port for the metrics server.
@@ -51,23 +57,31 @@ func newDriver(t *testing.T) *driver {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	t.Cleanup(func() { testutil.Cleanup(dir) })
-	d := &driver{t: t, bin: testutil.BuildVolplug(t, t.TempDir()), dir: dir, metrics: freeAddress(t)}
+	d := &driver{t: t, bin: testutil.BuildVolplug(t, t.TempDir()), dir: dir, metrics: freeAddress(t),
+		pool: filepath.Join(dir, "pool"), name: "driver"}
 	d.start()
 	t.Cleanup(func() { d.stop(syscall.SIGTERM) })
 	return d
 }
 
-func (d *driver) sock() string { return "unix://" + filepath.Join(d.dir, "csi.sock") }
+func (d *driver) sock() string { return "unix://" + filepath.Join(d.dir, d.name+".sock") }
 
 func (d *driver) start() {
 	d.t.Helper()
-	log, err := os.OpenFile(filepath.Join(d.dir, "driver.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	log, err := os.OpenFile(filepath.Join(d.dir, d.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	defer log.Close()
-	d.cmd = exec.Command(d.bin, "csi", "--endpoint", d.sock(), "--node-id", "e2e-node",
-		"--pool", filepath.Join(d.dir, "pool"), "--v", "4", "--metrics-address", d.metrics)
+	args := []string{"csi", "--endpoint", d.sock(), "--node-id", "e2e-node", "--v", "4", "--metrics-address", d.metrics}
+	if d.pool != "" {
+		args = append(args, "--pool", d.pool)
+	}
+	args = append(args, d.extra...)
+	d.cmd = exec.Command(d.bin, args...)
+	if d.nsBind != "" {
+		d.cmd = inNamespace(d.nsBind, d.pool, d.bin, args...)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = log, log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -345,7 +359,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		t.Fatalf("an ID with a slash: %v", err)
 	}
 	d.stop(syscall.SIGTERM)
-	log, err := os.ReadFile(filepath.Join(d.dir, "driver.log"))
+	log, err := os.ReadFile(filepath.Join(d.dir, d.name+".log"))
 	noErr(t, err)
 	if !strings.Contains(string(log), "CreateVolume") {
 		t.Fatal("the driver log does not show the calls; the check below would prove nothing")

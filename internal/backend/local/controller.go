@@ -71,8 +71,12 @@ func New(dir, node string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	devs, err := loop.Devices() // one pass, not one per volume
+	if err != nil {
+		return nil, err
+	}
 	for _, v := range vols {
-		if err := b.releaseOrphan(v); err != nil {
+		if err := b.releaseOrphan(v, devs); err != nil {
 			return nil, err
 		}
 	}
@@ -98,9 +102,14 @@ func Open(dir, node string) (*Backend, error) {
 
 // Capabilities: a disk image can do everything a cloud disk can.
 func (b *Backend) Capabilities() backend.Capabilities {
-	return backend.Capabilities{Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
+	return backend.Capabilities{NodeLocal: true, Listing: true, Attach: true,
+		Snapshots: true, GroupSnapshots: true, Clones: true, Expansion: true,
 		Stats: true, Health: true, Block: true, Ephemeral: true, Modify: true}
 }
+
+// paramFsType is the one StorageClass parameter: the filesystem to format
+// with when the claim's capability names none.
+const paramFsType = "fsType"
 
 // Dir returns the pool's resolved path.
 func (b *Backend) Dir() string { return b.pool.dir }
@@ -109,7 +118,15 @@ func (b *Backend) Dir() string { return b.pool.dir }
 // snapshot or volume, or returns the volume of the same name when its
 // properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
+	for k := range req.Parameters {
+		if k != paramFsType {
+			return nil, fmt.Errorf("unknown parameter %q (known: %s): %w", k, paramFsType, backend.ErrInvalid)
+		}
+	}
 	fsType := req.FsType
+	if fsType == "" {
+		fsType = req.Parameters[paramFsType]
+	}
 	if req.Block {
 		fsType = ""
 	} else if fsType == "" {
@@ -256,7 +273,7 @@ func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) 
 
 // DeleteVolume removes the volume's directory. A volume still attached to a
 // loop device (staged) or to a node is in use and stays.
-func (b *Backend) DeleteVolume(ctx context.Context, id string) error {
+func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets) error {
 	v, err := b.pool.readVolume(id)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil
@@ -264,9 +281,15 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.releaseOrphan(v); err != nil {
+	devs, err := loop.Devices()
+	if err != nil {
 		return err
 	}
+	if err := b.releaseOrphan(v, devs); err != nil {
+		return err
+	}
+	// By identity: whatever path the kernel shows for a device attached in
+	// another mount namespace, an image it still holds is in use.
 	if dev, err := loop.Find(b.pool.image(id)); err != nil {
 		return err
 	} else if dev != "" {
@@ -319,18 +342,30 @@ var _ backend.Backend = (*Backend)(nil)
 // releaseOrphan detaches the loop device of a filesystem volume that is not
 // mounted anywhere: a staged filesystem volume is always mounted, so such a
 // device is what a stage cut short by a crash left. (A raw block volume's
-// device is its stage, mounted or not, and stays.)
-func (b *Backend) releaseOrphan(v *backend.Volume) error {
+// device is its stage, mounted or not, and stays.) devs is a listing of
+// the node's loop devices.
+func (b *Backend) releaseOrphan(v *backend.Volume, devs []loop.Device) error {
 	if v.Block {
 		return nil
 	}
-	dev, err := loop.Find(b.pool.image(v.ID))
-	if err != nil || dev == "" {
+	id, err := loop.IdentityOf(b.pool.image(v.ID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	users, err := mount.UsersOf(dev)
-	if err != nil || len(users) > 0 {
-		return err
+	for _, d := range devs {
+		if d.Backing.FileID != id {
+			continue
+		}
+		users, err := mount.UsersOf(d.Path)
+		if err != nil || len(users) > 0 {
+			return err
+		}
+		if err := loop.Detach(d.Path); err != nil {
+			return err
+		}
 	}
-	return loop.Detach(dev)
+	return nil
 }

@@ -14,7 +14,7 @@ import (
 // ExpandVolume grows the disk image, and the loop device's view of it when
 // the volume is staged. The filesystem is grown by ExpandFilesystem, or at
 // the next stage if the volume is not staged now.
-func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64) (int64, bool, error) {
+func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ backend.Secrets) (int64, bool, error) {
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return 0, false, err
@@ -56,8 +56,9 @@ func (b *Backend) growImage(v *backend.Volume, size int64) error {
 }
 
 // ExpandFilesystem grows the filesystem mounted at path (online) to fill
-// the disk, first making the loop device see the disk's current size.
-func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string) (int64, error) {
+// the disk, first making the loop device see the disk's current size. The
+// disk's size is the volume's: the CO's size is not needed.
+func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string, _ int64) (int64, error) {
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return 0, err

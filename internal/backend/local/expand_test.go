@@ -23,12 +23,12 @@ func TestExpandOnline(t *testing.T) {
 			r.must(r.publish(v, false, false))
 			before := fsSize(t, r.target(v.ID))
 
-			size, nodeToo, err := r.b.ExpandVolume(ctx, v.ID, 640*MiB)
+			size, nodeToo, err := r.b.ExpandVolume(ctx, v.ID, 640*MiB, nil)
 			r.must(err)
 			if size != 640*MiB || !nodeToo {
 				t.Fatalf("expand returned %d, node step %v", size, nodeToo)
 			}
-			got, err := r.b.ExpandFilesystem(ctx, v.ID, r.target(v.ID))
+			got, err := r.b.ExpandFilesystem(ctx, v.ID, r.target(v.ID), 0)
 			if fs == "ext4" && !mount.CanGrowExtOnline() {
 				// Growing a mounted ext4 needs CAP_SYS_RESOURCE, which this
 				// sandbox lacks: a clear refusal, and the growth happens
@@ -51,7 +51,7 @@ func TestExpandOnline(t *testing.T) {
 				t.Errorf("filesystem grew from %d to %d bytes, want about 320 MiB more", before, after)
 			}
 			// Asking for less than the volume has is a no-op, never a shrink.
-			if size, _, err := r.b.ExpandVolume(ctx, v.ID, 100*MiB); err != nil || size != 640*MiB {
+			if size, _, err := r.b.ExpandVolume(ctx, v.ID, 100*MiB, nil); err != nil || size != 640*MiB {
 				t.Errorf("smaller expand: %d %v", size, err)
 			}
 			r.down(v)
@@ -66,10 +66,10 @@ func TestExpandOfflineAppliesAtStage(t *testing.T) {
 	v := r.create("offline", 64*MiB, "ext4", false)
 	r.must(r.stage(v, false))
 	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
-	if _, _, err := r.b.ExpandVolume(ctx, v.ID, 256*MiB); err != nil {
+	if _, _, err := r.b.ExpandVolume(ctx, v.ID, 256*MiB, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.b.ExpandFilesystem(ctx, v.ID, r.staging(v.ID)); !errors.Is(err, backend.ErrNotFound) {
+	if _, err := r.b.ExpandFilesystem(ctx, v.ID, r.staging(v.ID), 0); !errors.Is(err, backend.ErrNotFound) {
 		t.Errorf("node expand of an unstaged volume: %v", err)
 	}
 	r.must(r.stage(v, false))
@@ -92,7 +92,7 @@ func TestExpandBlockAndLimits(t *testing.T) {
 	v := r.create("block-grow", 16*MiB, "", true)
 	r.must(r.stage(v, true))
 	r.must(r.publish(v, true, false))
-	size, nodeToo, err := r.b.ExpandVolume(ctx, v.ID, 32*MiB)
+	size, nodeToo, err := r.b.ExpandVolume(ctx, v.ID, 32*MiB, nil)
 	r.must(err)
 	if nodeToo {
 		t.Error("a raw block volume needs no node step")
@@ -102,7 +102,7 @@ func TestExpandBlockAndLimits(t *testing.T) {
 	}
 	free, err := r.b.Capacity(ctx)
 	r.must(err)
-	if _, _, err := r.b.ExpandVolume(ctx, v.ID, size+free+GiB); !errors.Is(err, backend.ErrNoSpace) {
+	if _, _, err := r.b.ExpandVolume(ctx, v.ID, size+free+GiB, nil); !errors.Is(err, backend.ErrNoSpace) {
 		t.Errorf("expanding past the pool: %v", err)
 	}
 	r.down(v)
@@ -136,6 +136,6 @@ func TestModifyDirectIO(t *testing.T) {
 		t.Error("directIO=false lost at restage")
 	}
 	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	testutil.CheckClean(t, r.dir)
 }

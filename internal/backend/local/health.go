@@ -98,14 +98,8 @@ func (b *Backend) NodeHealth(ctx context.Context, id string, paths ...string) (*
 		return nil, err
 	}
 	image := b.pool.image(id)
-	devs, err := loop.Devices()
-	if err != nil {
+	if err := b.deletedImages(h, id); err != nil {
 		return nil, err
-	}
-	for dev, file := range devs {
-		if file == image+" (deleted)" {
-			addProblem(h, backend.DataLoss, "%s still serves the disk image, which was deleted", dev)
-		}
 	}
 	dev, err := loop.Find(image)
 	if err != nil {
@@ -143,6 +137,28 @@ func (b *Backend) NodeHealth(ctx context.Context, id string, paths ...string) (*
 	return h, nil
 }
 
+// deletedImages reports loop devices that still serve a deleted image of
+// volume id. The file is gone, so there is no identity to compare: the
+// names its path still ends in (which are the dentry's own, whatever
+// mount it was opened through) and the pool's filesystem must both match.
+func (b *Backend) deletedImages(h *backend.Health, id string) error {
+	pool, err := loop.IdentityOf(b.pool.dir)
+	if err != nil {
+		return err
+	}
+	devs, err := loop.Devices()
+	if err != nil {
+		return err
+	}
+	suffix := "/" + id + "/" + imageFile + " (deleted)"
+	for _, d := range devs {
+		if d.Backing.Dev == pool.Dev && strings.HasSuffix(d.Backing.Path, suffix) {
+			addProblem(h, backend.DataLoss, "%s still serves the disk image, which was deleted", d.Path)
+		}
+	}
+	return nil
+}
+
 func addProblem(h *backend.Health, kind backend.ProblemKind, format string, args ...any) {
 	h.Problems = append(h.Problems, backend.Problem{Kind: kind, Message: fmt.Sprintf(format, args...)})
 }
@@ -154,15 +170,13 @@ func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
 	if err != nil || info == nil {
 		return "", err
 	}
-	dev := info.Source
-	if info.FSType == "devtmpfs" { // a raw block volume: the bound node is the root
-		dev = "/dev" + info.Root
-	}
-	return b.VolumeOfDevice(dev)
+	return b.VolumeOfDevice(mount.SourceDevice(info))
 }
 
 // VolumeOfDevice names the volume whose image backs loop device dev, or ""
-// when dev is not one of this pool's.
+// when dev is not one of this pool's. The path sysfs shows only nominates
+// a volume (its last names are the image's own, whichever mount it was
+// opened through); the image's identity decides.
 func (b *Backend) VolumeOfDevice(dev string) (string, error) {
 	if !strings.HasPrefix(dev, "/dev/loop") {
 		return "", nil
@@ -173,8 +187,11 @@ func (b *Backend) VolumeOfDevice(dev string) (string, error) {
 	}
 	dir, file := filepath.Split(backing)
 	id := filepath.Base(dir)
-	if file != imageFile || filepath.Clean(dir) != b.pool.volumeDir(id) {
-		return "", nil // a loop device, but not one of this pool's
+	if file != imageFile || checkID(id) != nil {
+		return "", nil // a loop device, but not one of a volume's images
+	}
+	if ours, err := loop.Holds(dev, b.pool.image(id)); err != nil || !ours {
+		return "", err
 	}
 	return id, nil
 }

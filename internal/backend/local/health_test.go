@@ -56,6 +56,6 @@ func TestHealthSeesLostDevice(t *testing.T) {
 	if !hasProblem(h, backend.Inaccessible) {
 		t.Errorf("lost device: %+v, want inaccessible", h.Problems)
 	}
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	testutil.CheckClean(t, r.dir)
 }

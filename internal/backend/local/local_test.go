@@ -72,7 +72,7 @@ func (r *rig) down(v *backend.Volume) {
 	ctx := context.Background()
 	r.must(r.b.Unpublish(ctx, v.ID, r.target(v.ID)))
 	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	if _, err := os.Stat(r.target(v.ID)); !errors.Is(err, os.ErrNotExist) {
 		r.t.Errorf("target %s still exists: %v", r.target(v.ID), err)
 	}
@@ -200,7 +200,7 @@ func TestNeverFormatsOverData(t *testing.T) {
 		t.Fatal("unrecognised data was overwritten")
 	}
 	for _, vol := range []*backend.Volume{v, raw} {
-		r.must(r.b.DeleteVolume(ctx, vol.ID))
+		r.must(r.b.DeleteVolume(ctx, vol.ID, nil))
 	}
 	testutil.CheckClean(t, r.dir)
 }
@@ -233,7 +233,7 @@ func TestRestartCarriesOn(t *testing.T) {
 	if got.Size != v.Size || got.Name != v.Name {
 		t.Fatalf("metadata after restart: %+v", got)
 	}
-	if err := again.DeleteVolume(context.Background(), v.ID); !errors.Is(err, backend.ErrInUse) {
+	if err := again.DeleteVolume(context.Background(), v.ID, nil); !errors.Is(err, backend.ErrInUse) {
 		t.Fatalf("deleting a staged volume after restart: got %v, want in use", err)
 	}
 	r.must(r.stage(v, false))
@@ -326,7 +326,7 @@ func (r *rig) cycle(name string) error {
 		func() error { return os.WriteFile(filepath.Join(r.target(v.ID), "f"), []byte(name), 0o644) },
 		func() error { return r.b.Unpublish(ctx, v.ID, r.target(v.ID)) },
 		func() error { return r.b.Unstage(ctx, v.ID, r.staging(v.ID)) },
-		func() error { return r.b.DeleteVolume(ctx, v.ID) },
+		func() error { return r.b.DeleteVolume(ctx, v.ID, nil) },
 	}
 	for i, step := range steps {
 		if err := step(); err != nil {
@@ -347,6 +347,10 @@ func TestCreateIsIdempotentAndBounded(t *testing.T) {
 	_, err := r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "same", MinSize: 128 * MiB})
 	if !errors.Is(err, backend.ErrAlreadyExists) {
 		t.Errorf("same name, larger size: got %v", err)
+	}
+	_, err = r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "odd", MinSize: 64 * MiB, Parameters: map[string]string{"color": "blue"}})
+	if !errors.Is(err, backend.ErrInvalid) {
+		t.Errorf("an unknown parameter: got %v, want invalid", err)
 	}
 	free, err := r.b.Capacity(ctx)
 	r.must(err)
@@ -413,7 +417,7 @@ func TestOrphanDeviceIsReleased(t *testing.T) {
 	if _, err := loop.Attach(r.b.pool.image(v.ID), loop.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	testutil.CheckClean(t, r.dir)
 }
 
@@ -437,7 +441,7 @@ func TestInterruptedFirstFormatIsRedone(t *testing.T) {
 		t.Error("the mark outlived the format")
 	}
 	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	testutil.CheckClean(t, r.dir)
 }
 

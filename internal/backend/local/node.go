@@ -139,8 +139,8 @@ func (b *Backend) stagedAt(path, image string) (bool, error) {
 	if err != nil || info == nil {
 		return false, err
 	}
-	if backing, _ := loop.BackingFile(info.Source); backing == image {
-		return true, nil
+	if ours, err := loop.Holds(mount.SourceDevice(info), image); err != nil || ours {
+		return ours, err
 	}
 	return false, fmt.Errorf("%s has %s mounted: %w", path, info.Source, backend.ErrAlreadyExists)
 }
@@ -212,6 +212,7 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 	stagingPath = b.stagingPath(id, stagingPath)
 	// Still published somewhere: unstaging now would pull the disk from
 	// under a pod. The CO unpublishes first; say so if it did not.
+	var stages []string
 	if dev, err := loop.Find(image); err != nil {
 		return err
 	} else if dev != "" {
@@ -219,9 +220,11 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 		if err != nil {
 			return err
 		}
-		delete(users, stagingPath)
 		for path := range users {
-			return fmt.Errorf("volume %s is still published at %s: %w", id, path, backend.ErrPrecondition)
+			if !sameDir(path, stagingPath) {
+				return fmt.Errorf("volume %s is still published at %s: %w", id, path, backend.ErrPrecondition)
+			}
+			stages = append(stages, path)
 		}
 	}
 	info, err := b.mount.Mounted(stagingPath)
@@ -229,10 +232,14 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 		return err
 	}
 	if info != nil {
-		if backing, _ := loop.BackingFile(info.Source); backing != image {
+		if ours, err := loop.Holds(mount.SourceDevice(info), image); err != nil {
+			return err
+		} else if !ours {
 			return fmt.Errorf("%s has %s mounted, not volume %s: %w", stagingPath, info.Source, id, backend.ErrInvalid)
 		}
-		if err := b.mount.Unmount(stagingPath); err != nil {
+	}
+	for _, path := range stages {
+		if err := b.mount.Unmount(path); err != nil {
 			return fmt.Errorf("unstage %s: %w", id, err)
 		}
 	}
@@ -288,8 +295,10 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 		return fmt.Errorf("%s has %s mounted: %w", req.TargetPath, info.Source, backend.ErrAlreadyExists)
 	}
 	if req.SingleWriter {
-		delete(users, staging)
 		for path := range users {
+			if sameDir(path, staging) {
+				continue
+			}
 			return fmt.Errorf("volume %s allows a single writer and is published at %s: %w", req.ID, path, backend.ErrPrecondition)
 		}
 	}
@@ -329,4 +338,20 @@ func (b *Backend) Unpublish(ctx context.Context, id, targetPath string) error {
 		return fmt.Errorf("unpublish %s: %w", id, err)
 	}
 	return nil
+}
+
+// sameDir reports whether mount point a is the directory b, perhaps spelled
+// through another mount of the same filesystem (the pool bound at a path of
+// its own in a container sees its predecessor's staging mounts under the
+// host's path): the same last name in the same directory, by identity.
+func sameDir(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if filepath.Base(a) != filepath.Base(b) {
+		return false
+	}
+	da, errA := loop.IdentityOf(filepath.Dir(a))
+	db, errB := loop.IdentityOf(filepath.Dir(b))
+	return errA == nil && errB == nil && da == db
 }

@@ -23,6 +23,7 @@ import (
 	"regexp"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
 )
 
 const (
@@ -52,8 +53,8 @@ func openPool(dir string) (*pool, error) {
 			return nil, fmt.Errorf("pool %s: %w", dir, err)
 		}
 	}
-	// Loop devices report their backing file by its real path; resolve the
-	// pool's symlinks once so Find can compare paths as strings.
+	// One spelling of the pool for messages and the paths it hands out.
+	// (Loop devices are matched to images by identity, never by path.)
 	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: %w", dir, err)
@@ -73,6 +74,15 @@ func (p *pool) recover() error {
 			return fmt.Errorf("pool %s: %w", p.dir, err)
 		}
 		for _, e := range entries {
+			// A loop device may still hold an image moved to the trash by
+			// an older release that compared paths: removing it would
+			// leave a live mount on a deleted file. It waits for the next
+			// start, after someone has taken that mount down.
+			if d == trashDir {
+				if dev, err := loop.Find(filepath.Join(p.dir, d, e.Name(), imageFile)); err != nil || dev != "" {
+					continue
+				}
+			}
 			if err := os.RemoveAll(filepath.Join(p.dir, d, e.Name())); err != nil {
 				return fmt.Errorf("pool %s: clear %s: %w", p.dir, e.Name(), err)
 			}
@@ -92,6 +102,10 @@ func hashName(name string) string {
 // volumeID is derived from the name, so a repeated CreateVolume finds its
 // volume by one stat, and a lock on the name is a lock on the ID.
 func volumeID(name string) string { return "vol-" + hashName(name) }
+
+// ValidateID checks an ID's form: a name in the pool's directories, never
+// a path out of them.
+func (b *Backend) ValidateID(id string) error { return checkID(id) }
 
 func checkID(id string) error {
 	if !validID.MatchString(id) {

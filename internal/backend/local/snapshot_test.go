@@ -161,7 +161,7 @@ func TestRestoreLargerGrowsFilesystem(t *testing.T) {
 		t.Errorf("restored filesystem is %d bytes, want about 256 MiB", size)
 	}
 	r.down(big)
-	r.must(r.b.DeleteVolume(ctx, v.ID))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	r.must(r.b.DeleteSnapshot(ctx, snap.ID))
 	testutil.CheckClean(t, r.dir)
 }

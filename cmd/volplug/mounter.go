@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/volplug/volplug/internal/mounter"
+)
+
+// Where the mounter listens and keeps its private files, unless told.
+const (
+	defaultMounterSocket = "/run/volplug/mounter.sock"
+	defaultMounterState  = "/var/lib/volplug/mounter"
+)
+
+func newMounterCommand() *cobra.Command {
+	var socket, stateDir, logFile string
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "mounter",
+		Short: "Own the FUSE mounts of object-storage volumes, so they outlive the CSI node plugin",
+		Long: `Serve the FUSE mounts of object-storage volumes (built-in bucketfs, s3fs,
+rclone) for the CSI node plugin and the FlexVolume driver, which ask for them
+over a unix socket. Run it as a DaemonSet of its own, or let ` + "`volplug csi`" + `
+start one detached when none answers. On SIGTERM it stops answering and exits;
+s3fs and rclone mounts go on (their processes outlive it and the next mounter
+adopts them), built-in mounts end with it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if detach {
+				return startDetached(socket, stateDir, logFile)
+			}
+			s, err := mounter.NewServer(stateDir)
+			if err != nil {
+				return err
+			}
+			l, err := mounter.Listen(socket)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			klog.InfoS("mounter serving", "socket", socket, "stateDir", stateDir)
+			err = s.Serve(ctx, l)
+			klog.Flush()
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&socket, "socket", defaultMounterSocket, "unix socket to serve")
+	f.StringVar(&stateDir, "state-dir", defaultMounterState, "private directory (0700) for staging files and s3fs password files")
+	f.StringVar(&logFile, "log-file", "", "with --detach: where the detached mounter logs")
+	f.BoolVar(&detach, "detach", false, "start a mounter in a session of its own, not a child of this process, and return")
+	addKlogFlags(cmd)
+	return cmd
+}
+
+// startDetached starts `volplug mounter` in a new session with its output
+// in logFile, and returns without waiting: this process exits at once, so
+// the mounter is reparented to init (or the nearest subreaper) and is
+// nobody's child to be reaped or killed with a process group. Where the
+// cgroup v2 root is writable (a host, not a container) it also leaves the
+// caller's cgroup, so stopping the caller's service does not stop it.
+func startDetached(socket, stateDir, logFile string) error {
+	if logFile == "" {
+		return fmt.Errorf("--detach needs --log-file")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	log, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(exe, "mounter", "--socket", socket, "--state-dir", stateDir)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start mounter: %w", err)
+	}
+	if f, err := os.OpenFile("/sys/fs/cgroup/cgroup.procs", os.O_WRONLY, 0); err == nil {
+		_, _ = fmt.Fprintf(f, "%d\n", cmd.Process.Pid)
+		f.Close()
+	}
+	return cmd.Process.Release()
+}

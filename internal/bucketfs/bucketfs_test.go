@@ -1,0 +1,505 @@
+package bucketfs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"golang.org/x/sys/unix"
+
+	"github.com/volplug/volplug/internal/bucketfs"
+	"github.com/volplug/volplug/internal/testutil"
+)
+
+const bucket = "vol-bucket"
+
+// env is a real S3 server with one bucket, and a directory for mounts
+// that must be empty of them when the test ends.
+type env struct {
+	s3  *testutil.S3Server
+	cl  *minio.Client
+	dir string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequireRoot(t)
+	s3 := testutil.StartS3Server(t)
+	cl, err := minio.New(strings.TrimPrefix(s3.Endpoint, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(s3.AccessKey, s3.SecretKey, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{s3: s3, cl: cl, dir: t.TempDir()}
+	t.Cleanup(func() {
+		testutil.CheckClean(t, e.dir)
+		testutil.Cleanup(e.dir)
+	})
+	return e
+}
+
+func (e *env) config() bucketfs.Config {
+	return bucketfs.Config{
+		Endpoint:   e.s3.Endpoint,
+		AccessKey:  e.s3.AccessKey,
+		SecretKey:  e.s3.SecretKey,
+		Bucket:     bucket,
+		StagingDir: filepath.Join(e.dir, "staging"),
+	}
+}
+
+// mount mounts cfg at a new directory and unmounts it when the test ends.
+func (e *env) mount(t *testing.T, name string, cfg bucketfs.Config) (*bucketfs.Server, string) {
+	t.Helper()
+	mnt := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := bucketfs.Mount(context.Background(), mnt, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return s, mnt
+}
+
+// stored is an object's content as the server keeps it on disk.
+func (e *env) stored(t *testing.T, key string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.s3.Dir, bucket, key))
+	if err != nil {
+		t.Fatalf("object %s: %v", key, err)
+	}
+	return b
+}
+
+// keys lists the bucket through S3.
+func (e *env) keys(t *testing.T) []string {
+	t.Helper()
+	var keys []string
+	for obj := range e.cl.ListObjects(context.Background(), bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if obj.Err != nil {
+			t.Fatal(obj.Err)
+		}
+		keys = append(keys, obj.Key)
+	}
+	return keys
+}
+
+func random(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func wantErrno(t *testing.T, what string, err error, want syscall.Errno) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+func TestRoundTripAndSecondMount(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Prefix = "vols/a"
+	_, mnt := e.mount(t, "m1", cfg)
+
+	small := []byte("hello, bucket\n")
+	large := random(t, 21<<20) // three parts of 8 MiB: a streamed multipart upload
+	if err := os.WriteFile(filepath.Join(mnt, "small"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "large"), large, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "empty"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.stored(t, "vols/a/large"); !bytes.Equal(got, large) {
+		t.Fatalf("stored large object differs (%d bytes, want %d)", len(got), len(large))
+	}
+	if got := e.stored(t, "vols/a/small"); !bytes.Equal(got, small) {
+		t.Fatalf("stored small object: %q", got)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "large"))
+	if err != nil || !bytes.Equal(got, large) {
+		t.Fatalf("read back large: %v (%d bytes)", err, len(got))
+	}
+
+	// A second mount of the same prefix sees it all, from the store.
+	_, mnt2 := e.mount(t, "m2", cfg)
+	names := map[string]int64{}
+	ents, err := os.ReadDir(mnt2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range ents {
+		fi, err := de.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[de.Name()] = fi.Size()
+	}
+	if len(names) != 3 || names["large"] != int64(len(large)) || names["small"] != int64(len(small)) || names["empty"] != 0 {
+		t.Fatalf("second mount lists %v", names)
+	}
+	got, err = os.ReadFile(filepath.Join(mnt2, "large"))
+	if err != nil || !bytes.Equal(got, large) {
+		t.Fatalf("second mount reads large: %v", err)
+	}
+	// Random reads (no read-ahead) return the right bytes too.
+	f, err := os.Open(filepath.Join(mnt2, "large"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, off := range []int64{17 << 20, 5, 9<<20 - 3, 21<<20 - 10} {
+		buf := make([]byte, 100)
+		n, _ := f.ReadAt(buf, off)
+		if !bytes.Equal(buf[:n], large[off:min(off+100, int64(len(large)))]) {
+			t.Fatalf("ReadAt %d differs", off)
+		}
+	}
+}
+
+func TestQuota(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CapacityBytes = 10 << 20
+	s, mnt := e.mount(t, "m", cfg)
+
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if size := int64(st.Blocks) * st.Bsize; size != 10<<20 {
+		t.Fatalf("df size %d, want %d", size, 10<<20)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "a"), random(t, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := os.WriteFile(filepath.Join(mnt, "b"), random(t, 4<<20), 0o644)
+	wantErrno(t, "write past the quota", err, syscall.ENOSPC)
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free > 2<<20 {
+		t.Errorf("df free %d after 8 MiB of 10 (and a failed write)", free)
+	}
+
+	// Expansion: the same write now fits.
+	if err := s.SetCapacity(20 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if size := int64(st.Blocks) * st.Bsize; size != 20<<20 {
+		t.Fatalf("df size %d after SetCapacity, want %d", size, 20<<20)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "b"), random(t, 4<<20), 0o644); err != nil {
+		t.Fatalf("write after expansion: %v", err)
+	}
+	// Deleting gives the space back; usage is counted again at mount.
+	if err := os.Remove(filepath.Join(mnt, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if used, _ := s.Usage(); used != 4<<20 {
+		t.Errorf("usage %d after removing a, want %d", used, 4<<20)
+	}
+	s2, _ := e.mount(t, "m2", cfg)
+	if used, _ := s2.Usage(); used != 4<<20 {
+		t.Errorf("usage counted at mount %d, want %d", used, 4<<20)
+	}
+}
+
+func TestDirectoriesRenameUnlink(t *testing.T) {
+	e := newEnv(t)
+	_, mnt := e.mount(t, "m", e.config())
+	p := func(s string) string { return filepath.Join(mnt, s) }
+
+	if err := os.Mkdir(p("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("d/f"), []byte("in d"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "rmdir of a non-empty directory", unix.Rmdir(p("d")), syscall.ENOTEMPTY)
+	wantErrno(t, "mkdir over a directory", os.Mkdir(p("d"), 0o755), syscall.EEXIST)
+
+	// Files and directories rename, with their content.
+	if err := os.Rename(p("d/f"), p("d/g")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p("d"), p("e")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p("e/g")); err != nil || string(got) != "in d" {
+		t.Fatalf("after renames: %q %v", got, err)
+	}
+	if string(e.stored(t, "e/g")) != "in d" {
+		t.Fatal("renamed object not stored under e/g")
+	}
+	if _, err := os.Stat(p("d")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old directory still there: %v", err)
+	}
+	// Rename over an existing file replaces it.
+	if err := os.WriteFile(p("e/h"), []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p("e/g"), p("e/h")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p("e/h")); string(got) != "in d" {
+		t.Fatalf("rename over a file: %q", got)
+	}
+	if err := os.Remove(p("e/h")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Rmdir(p("e")); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(mnt)
+	if err != nil || len(ents) != 0 {
+		t.Fatalf("root after removing everything: %v %v", ents, err)
+	}
+	if left := e.keys(t); len(left) != 0 {
+		t.Fatalf("objects left in the bucket: %v", left)
+	}
+}
+
+func TestTruncateFsyncRandomWrite(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.StagingLimit = 4 << 20
+	_, mnt := e.mount(t, "m", cfg)
+	path := filepath.Join(mnt, "f")
+	data := random(t, 3<<20)
+
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	// fsync stores the file now, with the file still open.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.stored(t, "f"), data) {
+		t.Fatal("not stored after fsync")
+	}
+	// A write in the middle (staged), then one past the end.
+	copy(data[1000:], "patched")
+	if _, err := f.WriteAt([]byte("patched"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, "tail"...)
+	if _, err := f.WriteAt([]byte("tail"), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.stored(t, "f"), data) {
+		t.Fatal("random writes not stored at close")
+	}
+
+	// truncate(2): shrink, grow (zeros), to zero.
+	if err := os.Truncate(path, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.stored(t, "f"); !bytes.Equal(got, data[:10]) {
+		t.Fatalf("after truncate to 10: %d bytes", len(got))
+	}
+	if err := os.Truncate(path, 20); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, append(data[:10:10], make([]byte, 10)...)) {
+		t.Fatalf("after growing to 20: %q", got)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.stored(t, "f"); len(got) != 0 {
+		t.Fatalf("after truncate to 0: %d bytes", len(got))
+	}
+
+	// A random write into a file larger than the staging limit: EFBIG.
+	if err := os.WriteFile(path, random(t, 5<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err = os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt([]byte("x"), 100)
+	wantErrno(t, "random write past the staging limit", err, syscall.EFBIG)
+	f.Close()
+}
+
+func TestUnsupportedErrnos(t *testing.T) {
+	e := newEnv(t)
+	_, mnt := e.mount(t, "m", e.config())
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	if err := os.WriteFile(p("f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "link", os.Link(p("f"), p("g")), syscall.EPERM)
+	wantErrno(t, "symlink", os.Symlink("f", p("s")), syscall.EPERM)
+	wantErrno(t, "mkfifo", unix.Mkfifo(p("fifo"), 0o644), syscall.EPERM)
+	wantErrno(t, "setxattr", unix.Setxattr(p("f"), "user.a", []byte("1"), 0), syscall.ENOTSUP)
+	_, err := unix.Getxattr(p("f"), "user.a", make([]byte, 10))
+	wantErrno(t, "getxattr", err, syscall.ENODATA)
+	wantErrno(t, "chmod to another mode", os.Chmod(p("f"), 0o600), syscall.EPERM)
+	if err := os.Chmod(p("f"), 0o644); err != nil {
+		t.Errorf("chmod to the mount's mode: %v", err)
+	}
+	wantErrno(t, "chown", os.Chown(p("f"), 1234, 1234), syscall.EPERM)
+	if err := os.Chtimes(p("f"), time.Now(), time.Now()); err != nil {
+		t.Errorf("utimes (accepted, not kept): %v", err)
+	}
+	if err := os.WriteFile(p("g"), []byte("y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "rename exchange", unix.Renameat2(unix.AT_FDCWD, p("f"), unix.AT_FDCWD, p("g"), unix.RENAME_EXCHANGE), syscall.EINVAL)
+	wantErrno(t, "rename noreplace", unix.Renameat2(unix.AT_FDCWD, p("f"), unix.AT_FDCWD, p("g"), unix.RENAME_NOREPLACE), syscall.EEXIST)
+}
+
+func TestOwnerModesReadOnly(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	_, rw := e.mount(t, "rw", cfg)
+	if err := os.Mkdir(filepath.Join(rw, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rw, "d/f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.UID, cfg.GID, cfg.FileMode, cfg.DirMode, cfg.ReadOnly = 1000, 2000, 0o640, 0o750, true
+	_, ro := e.mount(t, "ro", cfg)
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(ro, "d/f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1000 || st.Gid != 2000 || st.Mode != syscall.S_IFREG|0o640 {
+		t.Errorf("file: uid %d gid %d mode %o", st.Uid, st.Gid, st.Mode)
+	}
+	if err := unix.Stat(filepath.Join(ro, "d"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1000 || st.Gid != 2000 || st.Mode != syscall.S_IFDIR|0o750 {
+		t.Errorf("dir: uid %d gid %d mode %o", st.Uid, st.Gid, st.Mode)
+	}
+	if got, err := os.ReadFile(filepath.Join(ro, "d/f")); err != nil || string(got) != "data" {
+		t.Fatalf("read-only read: %q %v", got, err)
+	}
+	wantErrno(t, "write on read-only", os.WriteFile(filepath.Join(ro, "d/f"), []byte("x"), 0o644), syscall.EROFS)
+	wantErrno(t, "create on read-only", os.WriteFile(filepath.Join(ro, "new"), []byte("x"), 0o644), syscall.EROFS)
+	wantErrno(t, "mkdir on read-only", os.Mkdir(filepath.Join(ro, "x"), 0o755), syscall.EROFS)
+	wantErrno(t, "unlink on read-only", os.Remove(filepath.Join(ro, "d/f")), syscall.EROFS)
+}
+
+func TestMountFailsFast(t *testing.T) {
+	e := newEnv(t)
+	mnt := filepath.Join(e.dir, "m")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wrongKey := e.config()
+	wrongKey.SecretKey = "not-the-secret"
+	noBucket := e.config()
+	noBucket.Bucket = "no-such-bucket"
+	dead := e.config()
+	dead.Endpoint = "http://127.0.0.1:1" // nothing listens there
+	for name, tc := range map[string]struct {
+		cfg  bucketfs.Config
+		want string
+	}{
+		"wrong secret":  {wrongKey, "access denied"},
+		"no bucket":     {noBucket, "does not exist"},
+		"dead endpoint": {dead, "127.0.0.1:1"},
+	} {
+		start := time.Now()
+		s, err := bucketfs.Mount(context.Background(), mnt, tc.cfg)
+		if err == nil {
+			s.Unmount()
+			t.Errorf("%s: mounted", name)
+			continue
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: failed after %v", name, took)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want it to say %q", name, err, tc.want)
+		}
+		if strings.Contains(err.Error(), e.s3.SecretKey) || strings.Contains(err.Error(), "not-the-secret") {
+			t.Errorf("%s: the error shows the secret: %v", name, err)
+		}
+	}
+}
+
+// The design the mounter process builds on: one party mounts /dev/fuse
+// and holds the fd, a server serves it as /dev/fd/N, and the mounting
+// party unmounts.
+func TestServeMountedFD(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	mnt := filepath.Join(e.dir, "m")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := bucketfs.MountFUSE(mnt, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	fdPath := fmt.Sprintf("/dev/fd/%d", dev.Fd())
+	s, err := bucketfs.Mount(context.Background(), fdPath, cfg)
+	if err != nil {
+		unix.Unmount(mnt, 0)
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("through the fd"), 0o644); err != nil {
+		t.Error(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "through the fd" {
+		t.Errorf("read back: %q %v", got, err)
+	}
+	if s.Unmount() == nil {
+		t.Error("Unmount of a /dev/fd/N server succeeded; the mounter must unmount")
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server still running 10 s after the unmount")
+	}
+}

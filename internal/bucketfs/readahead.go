@@ -1,0 +1,122 @@
+package bucketfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// readAhead serves one open file's reads with ranged GETs. A reader that
+// goes on where it stopped is sequential: its window doubles from 1 MiB up
+// to ReadAheadMax, and the next window is fetched in the background while
+// the current one is read. Any jump resets it to fetching just what was
+// asked. Memory: at most two windows per open file.
+type readAhead struct {
+	fsys *bfs
+	mu   sync.Mutex
+
+	buf     []byte // a fetched range, from bufOff
+	bufOff  int64
+	next    *fetch // the window being fetched in the background
+	window  int64
+	lastEnd int64 // where the previous read ended
+}
+
+type fetch struct {
+	off    int64
+	length int64
+	done   chan struct{}
+	data   []byte
+	err    error
+	cancel context.CancelFunc
+}
+
+const firstWindow = 1 << 20
+
+func newReadAhead(b *bfs) *readAhead { return &readAhead{fsys: b} }
+
+func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	want := min(int64(len(dest)), size-off)
+	seq := off == r.lastEnd
+	switch {
+	case !seq:
+		r.window = 0
+	case r.window == 0:
+		r.window = firstWindow
+	default:
+		r.window = min(2*r.window, r.fsys.cfg.ReadAheadMax)
+	}
+	// A read may span the end of one fetched range: fill it piece by
+	// piece, since a short answer would mean end of file to the kernel.
+	got := int64(0)
+	for got < want {
+		pos := off + got
+		if pos >= r.bufOff && pos < r.bufOff+int64(len(r.buf)) {
+			got += int64(copy(dest[got:want], r.buf[pos-r.bufOff:]))
+			continue
+		}
+		if f := r.next; f != nil && pos >= f.off && pos < f.off+f.length {
+			r.next = nil
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				f.cancel()
+				return nil, syscall.EINTR
+			}
+			if f.err == nil && len(f.data) > 0 {
+				r.buf, r.bufOff = f.data, f.off
+				continue
+			}
+		}
+		r.dropNext()
+		n := max(want-got, r.window)
+		n = min(n, size-pos)
+		data, err := r.fsys.st.get(ctx, key, pos, n)
+		if err != nil {
+			return nil, logErr("read", key, err)
+		}
+		if len(data) == 0 {
+			break // the object shrank under us: end of file
+		}
+		r.buf, r.bufOff = data, pos
+	}
+	r.lastEnd = off + got
+	if seq && r.next == nil {
+		if end := r.bufOff + int64(len(r.buf)); end < size {
+			r.prefetch(key, end, min(r.window, size-end))
+		}
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+func (r *readAhead) prefetch(key string, off, length int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fetch{off: off, length: length, done: make(chan struct{}), cancel: cancel}
+	r.next = f
+	go func() {
+		defer close(f.done)
+		f.data, f.err = r.fsys.st.get(ctx, key, off, length)
+	}()
+}
+
+func (r *readAhead) dropNext() {
+	if r.next != nil {
+		r.next.cancel()
+		r.next = nil
+	}
+}
+
+// close stops a fetch in flight and lets the buffers go.
+func (r *readAhead) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropNext()
+	r.buf = nil
+}

@@ -1,0 +1,317 @@
+package bucketfs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"k8s.io/klog/v2"
+)
+
+// Server is one mounted filesystem.
+type Server struct {
+	fsys       *bfs
+	srv        *fuse.Server
+	mountpoint string
+	done       chan struct{}
+}
+
+// bfs is the state the nodes share.
+type bfs struct {
+	cfg   Config
+	st    *store
+	cache *listCache
+
+	mu       sync.Mutex
+	capacity int64
+	used     int64 // sum of the sizes of the files under the prefix
+	staged   int64 // bytes reserved by staging files
+
+	stagingDir  string
+	uploadSlots chan struct{} // one per part being uploaded
+}
+
+const (
+	fsType   = "bucketfs" // the mount shows as fuse.bucketfs
+	maxWrite = 1 << 20    // the largest read or write request from the kernel
+)
+
+// fdMountpoint is go-fuse's magic mountpoint: serve an already mounted
+// /dev/fuse fd instead of mounting.
+var fdMountpoint = regexp.MustCompile(`^/dev/fd/[0-9]+$`)
+
+// Mount checks the bucket, counts the usage under the prefix and mounts at
+// mountpoint, which is a directory, or /dev/fd/N: an open /dev/fuse whose
+// mount(2) another process did (so a long-lived process can hold the mount
+// while servers come and go). It returns when the filesystem answers.
+func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	check, err := newStore(&cfg, 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := check.check(ctx); err != nil {
+		return nil, err
+	}
+	st, err := newStore(&cfg, 0) // default retries for the filesystem's own requests
+	if err != nil {
+		return nil, err
+	}
+	var used int64
+	if err := st.walk(ctx, cfg.Prefix, func(_ string, size int64) error { used += size; return nil }); err != nil {
+		return nil, fmt.Errorf("count usage of %s/%s: %w", cfg.Bucket, cfg.Prefix, err)
+	}
+	if err := os.MkdirAll(cfg.StagingDir, 0o700); err != nil {
+		return nil, fmt.Errorf("staging dir: %w", err)
+	}
+	stagingDir, err := os.MkdirTemp(cfg.StagingDir, "bucketfs-") // 0700: staged data is the tenant's
+	if err != nil {
+		return nil, fmt.Errorf("staging dir: %w", err)
+	}
+	b := &bfs{
+		cfg:         cfg,
+		st:          st,
+		cache:       newListCache(cfg.CacheTTL),
+		capacity:    cfg.CapacityBytes,
+		used:        used,
+		stagingDir:  stagingDir,
+		uploadSlots: make(chan struct{}, cfg.UploadConcurrency),
+	}
+	ttl := cfg.CacheTTL
+	opts := &fs.Options{
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+		UID:             cfg.UID,
+		GID:             cfg.GID,
+		MountOptions: fuse.MountOptions{
+			FsName:     cfg.FsName,
+			Name:       fsType,
+			AllowOther: cfg.AllowOther,
+			MaxWrite:   maxWrite,
+			// One read at a time per open file, in order: the read-ahead
+			// below sees a sequential reader as sequential.
+			SyncRead:      true,
+			DisableXAttrs: false,
+			// Root mounts with mount(2) itself, so no fusermount binary
+			// is needed; others fall back to fusermount.
+			DirectMount: os.Geteuid() == 0 && !fdMountpoint.MatchString(mountpoint),
+			// Errors in the kernel log name the filesystem, not a PID.
+			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV,
+		},
+	}
+	if cfg.AllowOther {
+		// The kernel checks permissions against the modes we report, as
+		// it would for a local filesystem shared by several users.
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	if cfg.ReadOnly {
+		opts.DirectMountFlags |= syscall.MS_RDONLY
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	root := &dirNode{fsys: b}
+	srv, err := fs.Mount(mountpoint, root, opts)
+	if err != nil {
+		os.RemoveAll(stagingDir)
+		return nil, fmt.Errorf("mount %s at %s: %w", cfg.FsName, mountpoint, err)
+	}
+	s := &Server{fsys: b, srv: srv, mountpoint: mountpoint, done: make(chan struct{})}
+	go func() {
+		srv.Wait()
+		os.RemoveAll(stagingDir)
+		close(s.done)
+	}()
+	klog.InfoS("bucketfs mounted", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix,
+		"mountpoint", mountpoint, "capacity", cfg.CapacityBytes, "used", used, "readOnly", cfg.ReadOnly)
+	return s, nil
+}
+
+// SetCapacity changes the quota at run time (expansion). A capacity below
+// the usage is allowed: writes that grow files fail until files shrink.
+func (s *Server) SetCapacity(bytes int64) error {
+	if bytes <= 0 {
+		return fmt.Errorf("capacity %d: must be positive", bytes)
+	}
+	s.fsys.mu.Lock()
+	s.fsys.capacity = bytes
+	s.fsys.mu.Unlock()
+	return nil
+}
+
+// Usage returns the bytes used under the prefix and the capacity.
+func (s *Server) Usage() (used, capacity int64) {
+	s.fsys.mu.Lock()
+	defer s.fsys.mu.Unlock()
+	return s.fsys.used, s.fsys.capacity
+}
+
+// Unmount unmounts (EBUSY while files are open) and returns once the
+// kernel has let go; Wait then returns. A server of /dev/fd/N cannot: the
+// process that mounted unmounts the path (see MountFUSE).
+func (s *Server) Unmount() error {
+	if err := s.srv.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+	}
+	s.Wait()
+	return nil
+}
+
+// Wait returns when the filesystem is unmounted (by Unmount, umount(8) or
+// the kernel) and its staging files are gone.
+func (s *Server) Wait() { <-s.done }
+
+// reserve grows the usage by delta bytes, or fails with ENOSPC if that
+// passes the capacity. A negative delta always succeeds.
+func (b *bfs) reserve(delta int64) syscall.Errno {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if delta > 0 && b.used+delta > b.capacity {
+		return syscall.ENOSPC
+	}
+	b.used += delta
+	if b.used < 0 {
+		b.used = 0 // files others wrote after we counted, then deleted here
+	}
+	return 0
+}
+
+// reserveStaging takes delta bytes of the staging budget, or EFBIG.
+func (b *bfs) reserveStaging(delta int64) syscall.Errno {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if delta > 0 && b.staged+delta > b.cfg.StagingLimit {
+		return syscall.EFBIG
+	}
+	b.staged += delta
+	return 0
+}
+
+func (b *bfs) statfs(out *fuse.StatfsOut) {
+	const bs = 4096
+	b.mu.Lock()
+	used, capacity := b.used, b.capacity
+	b.mu.Unlock()
+	free := capacity - used
+	if free < 0 {
+		free = 0
+	}
+	out.Bsize, out.Frsize = bs, bs
+	out.Blocks = uint64(capacity+bs-1) / bs
+	out.Bfree = uint64(free) / bs
+	out.Bavail = out.Bfree
+	out.Files = 1 << 30
+	out.Ffree = 1 << 30
+	out.NameLen = 255
+}
+
+// ctxFor bounds a request the kernel is waiting on: a hung server must not
+// hang the application forever.
+func ctxFor(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 5*time.Minute)
+}
+
+// keyOf is the key prefix of a directory (dir) or the key of a file, for
+// the inode at path rel (relative to the mount's root).
+func (b *bfs) keyOf(rel string, dir bool) string {
+	if rel == "" {
+		return b.cfg.Prefix
+	}
+	if dir {
+		return b.cfg.Prefix + rel + "/"
+	}
+	return b.cfg.Prefix + rel
+}
+
+// logErr logs a failed store call (never with keys: errors carry none)
+// and returns its errno.
+func logErr(op, key string, err error) syscall.Errno {
+	e := errno(err)
+	if e != syscall.ENOENT {
+		klog.ErrorS(err, "bucketfs", "op", op, "key", key)
+	}
+	return e
+}
+
+// listCache keeps directory listings for the TTL. It is bounded: past
+// maxDirs listings it starts again from empty.
+type listCache struct {
+	ttl  time.Duration
+	mu   sync.Mutex
+	dirs map[string]*listing
+}
+
+type listing struct {
+	at      time.Time
+	entries map[string]entry
+}
+
+const maxDirs = 1024
+
+func newListCache(ttl time.Duration) *listCache {
+	return &listCache{ttl: ttl, dirs: map[string]*listing{}}
+}
+
+// get returns the fresh listing of the directory with key prefix dir.
+func (c *listCache) get(dir string) (map[string]entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.dirs[dir]
+	if !ok || time.Since(l.at) >= c.ttl {
+		return nil, false
+	}
+	return l.entries, true
+}
+
+func (c *listCache) put(dir string, entries map[string]entry) {
+	if c.ttl == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.dirs) >= maxDirs {
+		c.dirs = map[string]*listing{}
+	}
+	c.dirs[dir] = &listing{at: time.Now(), entries: entries}
+}
+
+// set records a change this mount made, in a cached listing if any: a
+// fresh listing stays right, so lookups need not ask the store.
+func (c *listCache) set(dir, name string, e *entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.dirs[dir]
+	if !ok {
+		return
+	}
+	m := make(map[string]entry, len(l.entries)+1) // readers may hold the old map
+	for k, v := range l.entries {
+		m[k] = v
+	}
+	if e == nil {
+		delete(m, name)
+	} else {
+		m[name] = *e
+	}
+	l.entries = m
+}
+
+// drop forgets every listing under prefix (a renamed or removed tree).
+func (c *listCache) drop(prefix string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.dirs {
+		if strings.HasPrefix(k, prefix) {
+			delete(c.dirs, k)
+		}
+	}
+}
