@@ -12,7 +12,7 @@ import (
 // volume, because unmount and unmountdevice are given nothing but a path.
 type store interface {
 	CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error)
-	DeleteVolume(ctx context.Context, id string) error
+	DeleteVolume(ctx context.Context, id string, secrets backend.Secrets) error
 	GetVolume(ctx context.Context, id string) (*backend.Volume, error)
 	ListVolumes(ctx context.Context) ([]*backend.Volume, error)
 	Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error
