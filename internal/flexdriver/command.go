@@ -216,7 +216,7 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 	case flex.CallProvision:
 		res, err = d.provision(ctx, opts)
 	case flex.CallDelete:
-		err = d.delete(ctx, args[0])
+		err = d.delete(ctx, args[0], opts)
 	}
 	if err != nil {
 		return failure(err)

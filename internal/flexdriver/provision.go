@@ -43,7 +43,8 @@ func (d *driver) provision(ctx context.Context, o *flex.Options) (*flex.Result, 
 		return nil, err
 	}
 	defer unlock()
-	v, err := d.store.CreateVolume(ctx, &backend.CreateRequest{Name: o.VolumeName, MinSize: minSize, MaxSize: maxSize, FsType: fsType})
+	v, err := d.store.CreateVolume(ctx, &backend.CreateRequest{Name: o.VolumeName, MinSize: minSize, MaxSize: maxSize, FsType: fsType,
+		Secrets: backend.Secrets(o.Secrets)})
 	if err != nil {
 		return nil, err
 	}
@@ -52,13 +53,15 @@ func (d *driver) provision(ctx context.Context, o *flex.Options) (*flex.Result, 
 }
 
 // delete removes a volume by ID; one that is gone already is a success.
-func (d *driver) delete(ctx context.Context, id string) error {
+// The delete secrets (the provisioner's, through the adapter) go to the
+// backend, which may need them to reach its storage.
+func (d *driver) delete(ctx context.Context, id string, o *flex.Options) error {
 	unlock, err := d.state.lock(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := d.store.DeleteVolume(ctx, id, nil); err != nil && !errors.Is(err, backend.ErrNotFound) {
+	if err := d.store.DeleteVolume(ctx, id, backend.Secrets(o.Secrets)); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return err
 	}
 	return nil
