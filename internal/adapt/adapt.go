@@ -181,22 +181,5 @@ func (a *Adapter) Serve(ctx context.Context, l net.Listener) error {
 	csi.RegisterNodeServer(srv, &nodeServer{a: a})
 	klog.InfoS("serving CSI for a FlexVolume driver", "name", a.opts.Name, "driver", a.opts.DriverPath,
 		"node", a.opts.NodeID, "endpoint", l.Addr().String())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(30 * time.Second):
-		srv.Stop()
-	}
-	if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return err
-	}
-	return nil
+	return csirpc.Serve(ctx, srv, l)
 }

@@ -2,13 +2,11 @@ package csi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -93,24 +91,7 @@ func (d *Driver) Serve(ctx context.Context, l net.Listener) error {
 	klog.InfoS("serving CSI", "driver", d.opts.Name, "mode", d.opts.Mode, "node", d.opts.NodeID,
 		"endpoint", l.Addr().String(), "attach", d.opts.EnableAttach)
 
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(30 * time.Second):
-		srv.Stop()
-	}
-	if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return err
-	}
-	return nil
+	return csirpc.Serve(ctx, srv, l)
 }
 
 // logCalls logs every call, secrets stripped (csirpc.LogCalls).

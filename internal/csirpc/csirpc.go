@@ -9,6 +9,7 @@ package csirpc
 import (
 	"context"
 	"errors"
+	"net"
 	"regexp"
 	"time"
 
@@ -111,4 +112,28 @@ func ParseCode(name string) (codes.Code, bool) {
 		}
 	}
 	return codes.Unknown, false
+}
+
+// Serve runs srv on l until ctx is cancelled, then stops gracefully: calls
+// in flight get up to 30 s to finish, so no half-done mount is left, and
+// then the rest are cut off.
+func Serve(ctx context.Context, srv *grpc.Server, l net.Listener) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		srv.Stop()
+	}
+	if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
 }

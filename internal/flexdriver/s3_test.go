@@ -8,12 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/volplug/volplug/internal/testutil"
 	"github.com/volplug/volplug/pkg/flex"
@@ -26,14 +24,7 @@ import (
 func TestS3Driver(t *testing.T) {
 	testutil.RequireRoot(t)
 	s3 := testutil.StartS3Server(t)
-	cl, err := minio.New(strings.TrimPrefix(s3.Endpoint, "http://"), &minio.Options{
-		Creds: credentials.NewStaticV4(s3.AccessKey, s3.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.MakeBucket(context.Background(), "flex-bucket", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cl := s3.MakeBucket(t, "flex-bucket")
 	e := rootEnv(t, false)
 	e.cfg.MounterSocket = filepath.Join(e.dir, "run", "mounter.sock")
 	data, _ := json.Marshal(e.cfg)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/volplug/volplug/internal/bucketfs"
 	"github.com/volplug/volplug/internal/mounter"
@@ -35,16 +34,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	s3 := testutil.StartS3Server(t)
-	cl, err := minio.New(strings.TrimPrefix(s3.Endpoint, "http://"), &minio.Options{
-		Creds: credentials.NewStaticV4(s3.AccessKey, s3.SecretKey, ""),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{s3: s3, cl: cl, dir: t.TempDir()}
+	e := &env{s3: s3, cl: s3.MakeBucket(t, bucket), dir: t.TempDir()}
 	t.Cleanup(func() { testutil.Cleanup(e.dir) })
 	srv, err := mounter.NewServer(filepath.Join(e.dir, "state"))
 	if err != nil {

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -8,9 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 // S3Server is a real S3 server (versitygw, posix backend) on loopback,
@@ -128,4 +133,26 @@ func randomHex(tb testing.TB, n int) string {
 		tb.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Client returns an S3 client of the server, with its root keys.
+func (s *S3Server) Client(tb testing.TB) *minio.Client {
+	tb.Helper()
+	cl, err := minio.New(strings.TrimPrefix(s.Endpoint, "http://"), &minio.Options{
+		Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cl
+}
+
+// MakeBucket makes a bucket and returns a client of the server.
+func (s *S3Server) MakeBucket(tb testing.TB, bucket string) *minio.Client {
+	tb.Helper()
+	cl := s.Client(tb)
+	if err := cl.MakeBucket(context.Background(), bucket, minio.MakeBucketOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	return cl
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/volplug/volplug/internal/backend"
@@ -39,14 +36,7 @@ func startObjectStorage(t *testing.T, dir string) *objectStorage {
 	done := make(chan struct{})
 	go func() { _ = m.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	cl, err := minio.New(strings.TrimPrefix(o.server.Endpoint, "http://"), &minio.Options{
-		Creds: credentials.NewStaticV4(o.server.AccessKey, o.server.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.MakeBucket(ctx, "sanity-shared", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	o.server.MakeBucket(t, "sanity-shared")
 	return o
 }
 
