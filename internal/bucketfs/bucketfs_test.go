@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -435,6 +436,24 @@ func TestMountFailsFast(t *testing.T) {
 	noBucket.Bucket = "no-such-bucket"
 	dead := e.config()
 	dead.Endpoint = "http://127.0.0.1:1" // nothing listens there
+	// A server that accepts connections and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute := e.config()
+	mute.Endpoint = "http://" + l.Addr().String()
+	mute.ConnectTimeout = 2 * time.Second
 	for name, tc := range map[string]struct {
 		cfg  bucketfs.Config
 		want string
@@ -442,6 +461,7 @@ func TestMountFailsFast(t *testing.T) {
 		"wrong secret":  {wrongKey, "access denied"},
 		"no bucket":     {noBucket, "does not exist"},
 		"dead endpoint": {dead, "127.0.0.1:1"},
+		"mute endpoint": {mute, "no answer within 2s"},
 	} {
 		start := time.Now()
 		s, err := bucketfs.Mount(context.Background(), mnt, tc.cfg)
@@ -450,6 +470,7 @@ func TestMountFailsFast(t *testing.T) {
 			t.Errorf("%s: mounted", name)
 			continue
 		}
+		t.Logf("%s: %v", name, err)
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("%s: failed after %v", name, took)
 		}
@@ -502,4 +523,17 @@ func TestServeMountedFD(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("server still running 10 s after the unmount")
 	}
+}
+
+func TestFallocateTmpfile(t *testing.T) {
+	e := newEnv(t)
+	_, mnt := e.mount(t, "m", e.config())
+	f, err := os.Create(filepath.Join(mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "fallocate", unix.Fallocate(int(f.Fd()), 0, 0, 4096), syscall.EOPNOTSUPP)
+	f.Close()
+	_, err = os.OpenFile(mnt, os.O_RDWR|unix.O_TMPFILE, 0o644)
+	wantErrno(t, "O_TMPFILE", err, syscall.EOPNOTSUPP)
 }
