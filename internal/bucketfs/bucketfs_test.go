@@ -32,7 +32,7 @@ type env struct {
 	dir string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	s3 := testutil.StartS3Server(t)
@@ -64,7 +64,7 @@ func (e *env) config() bucketfs.Config {
 }
 
 // mount mounts cfg at a new directory and unmounts it when the test ends.
-func (e *env) mount(t *testing.T, name string, cfg bucketfs.Config) (*bucketfs.Server, string) {
+func (e *env) mount(t testing.TB, name string, cfg bucketfs.Config) (*bucketfs.Server, string) {
 	t.Helper()
 	mnt := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
