@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -124,6 +126,9 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 	if err != nil {
 		os.RemoveAll(stagingDir)
 		return nil, fmt.Errorf("mount %s at %s: %w", cfg.FsName, mountpoint, err)
+	}
+	if !fdMountpoint.MatchString(mountpoint) {
+		setKernelReadAhead(mountpoint)
 	}
 	s := &Server{fsys: b, srv: srv, mountpoint: mountpoint, done: make(chan struct{})}
 	go func() {
@@ -313,5 +318,20 @@ func (c *listCache) drop(prefix string) {
 		if strings.HasPrefix(k, prefix) {
 			delete(c.dirs, k)
 		}
+	}
+}
+
+// setKernelReadAhead raises the kernel's read-ahead on the mount from the
+// 128 KiB it negotiates to 1 MiB (the largest read request, maxWrite), so
+// a sequential reader costs a FUSE round trip per MiB, not per 128 KiB.
+// Best effort: it needs root, and a failure costs only speed.
+func setKernelReadAhead(mountpoint string) {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(path, []byte(strconv.Itoa(maxWrite>>10)), 0); err != nil {
+		klog.V(2).InfoS("bucketfs: kernel read-ahead left as is", "path", path, "err", err)
 	}
 }

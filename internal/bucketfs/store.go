@@ -84,6 +84,27 @@ type entry struct {
 // key under key/), or nothing (ENOENT). An object and a directory of the
 // same name: the directory wins, the object stays unreachable.
 func (s *store) stat(ctx context.Context, key string) (entry, error) {
+	// One listing of the names that begin with key usually settles it
+	// (the object "key" and the prefix "key/" are both in it), so a
+	// lookup costs one request, found or not.
+	res, err := s.core.ListObjectsV2(s.bucket, key, "", "", "/", 1000)
+	if err != nil {
+		return entry{}, err
+	}
+	for _, p := range res.CommonPrefixes {
+		if p.Prefix == key+"/" {
+			return entry{dir: true}, nil
+		}
+	}
+	if !res.IsTruncated {
+		for _, o := range res.Contents {
+			if o.Key == key {
+				return entry{size: o.Size, mtime: o.LastModified}, nil
+			}
+		}
+		return entry{}, syscall.ENOENT
+	}
+	// Too many names share the beginning: ask for each directly.
 	found, err := s.hasUnder(ctx, key+"/")
 	if err != nil {
 		return entry{}, err
