@@ -537,3 +537,95 @@ func TestFallocateTmpfile(t *testing.T) {
 	_, err = os.OpenFile(mnt, os.O_RDWR|unix.O_TMPFILE, 0o644)
 	wantErrno(t, "O_TMPFILE", err, syscall.EOPNOTSUPP)
 }
+
+func TestWritePatterns(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.PartSize = 5 << 20 // S3's smallest: several parts with little data
+	_, mnt := e.mount(t, "m", cfg)
+	p := func(s string) string { return filepath.Join(mnt, s) }
+
+	// Odd-sized sequential writes across part boundaries.
+	data := random(t, 12<<20+777)
+	f, err := os.Create(p("odd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 333333 {
+		if _, err := f.Write(data[off:min(off+333333, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.stored(t, "odd"), data) {
+		t.Fatal("odd-sized writes stored wrong")
+	}
+
+	// Reading back what is being written, then writing on.
+	f, err = os.OpenFile(p("rw"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:6<<20]); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	if _, err := f.ReadAt(buf, 5<<20); err != nil || !bytes.Equal(buf, data[5<<20:5<<20+1000]) {
+		t.Fatalf("read while writing: %v", err)
+	}
+	if _, err := f.Write(data[6<<20 : 7<<20]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.stored(t, "rw"), data[:7<<20]) {
+		t.Fatal("read-while-write file stored wrong")
+	}
+
+	// Appending to an existing file.
+	f, err = os.OpenFile(p("rw"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("appended")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.stored(t, "rw"); !bytes.Equal(got, append(data[:7<<20:7<<20], "appended"...)) {
+		t.Fatalf("append: stored %d bytes", len(got))
+	}
+
+	// Overwriting a file with O_TRUNC streams it again.
+	if err := os.WriteFile(p("rw"), []byte("short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.stored(t, "rw"); string(got) != "short" {
+		t.Fatalf("overwrite: %q", got)
+	}
+}
+
+// Another client's changes show within the cache TTL.
+func TestOtherClientsChanges(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = 200 * time.Millisecond
+	_, mnt := e.mount(t, "m", cfg)
+	if ents, err := os.ReadDir(mnt); err != nil || len(ents) != 0 {
+		t.Fatalf("empty bucket lists %v %v", ents, err)
+	}
+	if _, err := e.cl.PutObject(context.Background(), bucket, "dir/x", bytes.NewReader([]byte("from elsewhere")), 14, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got, err := os.ReadFile(filepath.Join(mnt, "dir/x")); err != nil || string(got) != "from elsewhere" {
+		t.Fatalf("object put by another client: %q %v", got, err)
+	}
+	// An implicit directory (no marker) lists and cannot be removed while
+	// it has keys.
+	wantErrno(t, "rmdir of an implicit directory", unix.Rmdir(filepath.Join(mnt, "dir")), syscall.ENOTEMPTY)
+}
