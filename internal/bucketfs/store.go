@@ -181,7 +181,9 @@ func (s *store) walk(ctx context.Context, prefix string, fn func(key string, siz
 }
 
 // get reads length bytes of key from off.
-func (s *store) get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+// The bytes land in buf when it is large enough (buffers are reused, so
+// a reader's memory stays at its windows instead of waiting for the GC).
+func (s *store) get(ctx context.Context, key string, off, length int64, buf []byte) ([]byte, error) {
 	opts := minio.GetObjectOptions{}
 	if err := opts.SetRange(off, off+length-1); err != nil {
 		return nil, err
@@ -191,7 +193,10 @@ func (s *store) get(ctx context.Context, key string, off, length int64) ([]byte,
 		return nil, err
 	}
 	defer rc.Close()
-	buf := make([]byte, length)
+	if int64(cap(buf)) < length {
+		buf = make([]byte, length)
+	}
+	buf = buf[:length]
 	n, err := io.ReadFull(rc, buf)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		err = nil // the object is shorter than we thought: short read
