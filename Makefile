@@ -39,6 +39,7 @@ unit:
 bench: deps build
 	./$(BIN) bench
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
 
 clean:
 	rm -rf bin

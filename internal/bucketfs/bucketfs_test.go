@@ -105,6 +105,18 @@ func (e *env) keys(t *testing.T) []string {
 	return keys
 }
 
+// noUploadsLeft fails the test if a multipart upload was left open.
+func (e *env) noUploadsLeft(t *testing.T) {
+	t.Helper()
+	res, err := minio.Core{Client: e.cl}.ListMultipartUploads(context.Background(), bucket, "", "", "", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Uploads) != 0 {
+		t.Errorf("multipart uploads left: %+v", res.Uploads)
+	}
+}
+
 func random(t testing.TB, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -233,6 +245,7 @@ func TestQuota(t *testing.T) {
 	if used, _ := s2.Usage(); used != 4<<20 {
 		t.Errorf("usage counted at mount %d, want %d", used, 4<<20)
 	}
+
 }
 
 func TestOwnerModesReadOnly(t *testing.T) {

@@ -241,6 +241,26 @@ func TestWritePatterns(t *testing.T) {
 		t.Fatalf("append: stored %d bytes", len(got))
 	}
 
+	// A file unlinked while it streams: its upload is aborted, nothing
+	// is stored, and the close succeeds.
+	f, err = os.Create(p("gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:6<<20]); err != nil { // one part sent
+		t.Fatal(err)
+	}
+	if err := os.Remove(p("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("close of an unlinked file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.s3.Dir, bucket, "gone")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("unlinked file stored: %v", err)
+	}
+	e.noUploadsLeft(t)
+
 	// Overwriting a file with O_TRUNC streams it again.
 	if err := os.WriteFile(p("rw"), []byte("short"), 0o644); err != nil {
 		t.Fatal(err)
