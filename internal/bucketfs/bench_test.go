@@ -1,11 +1,15 @@
 package bucketfs_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // The benchmarks put the mount next to its floor, the server's backing
@@ -115,4 +119,38 @@ func BenchmarkSmallFiles(b *testing.B) {
 		}
 	}
 	report(b, "creates/s", mount, floor)
+}
+
+// `ls -l` of 1000 files on a fresh mount: one listing, then stats.
+func BenchmarkListCold(b *testing.B) {
+	const n = 1000
+	e := newEnv(b)
+	for i := 0; i < n; i++ {
+		if _, err := e.cl.PutObject(context.Background(), bucket, fmt.Sprintf("d/%04d", i), bytes.NewReader(nil), 0, minio.PutObjectOptions{DisableContentSha256: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lsl := func(dir string) error {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, de := range ents {
+			if _, err := os.Lstat(filepath.Join(dir, de.Name())); err != nil {
+				return err
+			}
+		}
+		if len(ents) != n {
+			return fmt.Errorf("%s: %d entries", dir, len(ents))
+		}
+		return nil
+	}
+	var mount, floor []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, cold := e.mount(b, fmt.Sprintf("m%d", i), e.config())
+		mount = append(mount, float64(timeIt(b, func() error { return lsl(filepath.Join(cold, "d")) }).Microseconds())/1000)
+		floor = append(floor, float64(timeIt(b, func() error { return lsl(filepath.Join(e.s3.Dir, bucket, "d")) }).Microseconds())/1000)
+	}
+	report(b, "ms", mount, floor)
 }
