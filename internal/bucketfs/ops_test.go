@@ -241,6 +241,33 @@ func TestWritePatterns(t *testing.T) {
 		t.Fatalf("append: stored %d bytes", len(got))
 	}
 
+	// A reader opening and closing the file meanwhile does not cut the
+	// stream short: nothing is stored until the writer closes.
+	f, err = os.Create(p("long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data[:6<<20]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := os.Open(p("long")); err != nil {
+		t.Fatal(err)
+	} else {
+		r.Close()
+	}
+	if _, err := os.Stat(filepath.Join(e.s3.Dir, bucket, "long")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stored before the writer closed: %v", err)
+	}
+	if _, err := f.Write(data[6<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.stored(t, "long"), data) {
+		t.Fatal("stream with a reader in between stored wrong")
+	}
+
 	// A file unlinked while it streams: its upload is aborted, nothing
 	// is stored, and the close succeeds.
 	f, err = os.Create(p("gone"))
