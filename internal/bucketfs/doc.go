@@ -34,8 +34,10 @@
 // file into a staging file: an unlinked temporary file in a private 0700
 // directory under StagingDir, downloaded first if the object has data.
 // The staging files of a mount together stay under StagingLimit (EFBIG
-// past it). close (flush), fsync and the last release store the file: the
-// upload completes, or the staging file is uploaded (parallel parts). An
+// past it). The close of a writable descriptor, fsync and the last
+// release store the file: the upload completes, or the staging file is
+// uploaded (parallel parts). A read of a file being streamed stores it
+// first (later writes then go through staging). An
 // upload error is returned by that close or fsync (EIO); a failed stream
 // leaves the object as it was and its parts aborted. Nothing is stored
 // before the first flush, so a new file is invisible to other mounts until
