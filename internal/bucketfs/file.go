@@ -241,7 +241,6 @@ func (n *fileNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sys
 	return n.commitLocked(ctx)
 }
 
-
 func (n *fileNode) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if h, ok := f.(*handle); ok {
 		h.ra.close()
