@@ -291,6 +291,8 @@ func TestMountFailsFast(t *testing.T) {
 	}
 	wrongKey := e.config()
 	wrongKey.SecretKey = "not-the-secret"
+	wrongAccess := e.config()
+	wrongAccess.AccessKey = "nobody"
 	noBucket := e.config()
 	noBucket.Bucket = "no-such-bucket"
 	dead := e.config()
@@ -318,6 +320,7 @@ func TestMountFailsFast(t *testing.T) {
 		want string
 	}{
 		"wrong secret":  {wrongKey, "access denied"},
+		"unknown key":   {wrongAccess, "access denied"},
 		"no bucket":     {noBucket, "does not exist"},
 		"dead endpoint": {dead, "127.0.0.1:1"},
 		"mute endpoint": {mute, "no answer within 2s"},
@@ -403,4 +406,35 @@ func TestOtherClientsChanges(t *testing.T) {
 	// An implicit directory (no marker) lists and cannot be removed while
 	// it has keys.
 	wantErrno(t, "rmdir of an implicit directory", unix.Rmdir(filepath.Join(mnt, "dir")), syscall.ENOTEMPTY)
+}
+
+// Keys rotate on a mounted filesystem; keys that do not open the bucket
+// are refused and the old ones stay.
+func TestSetKeys(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = -1 // every stat asks the server
+	s, mnt := e.mount(t, "m", cfg)
+	if err := os.WriteFile(filepath.Join(mnt, "before"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetKeys(context.Background(), "nobody", "wrong"); err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("SetKeys with wrong keys: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "still"), []byte("2"), 0o644); err != nil {
+		t.Fatalf("the old keys were dropped: %v", err)
+	}
+
+	ak, sk := e.s3.RotateKeys(t)
+	err := os.WriteFile(filepath.Join(mnt, "stale"), []byte("3"), 0o644)
+	wantErrno(t, "write with the old keys", err, syscall.EACCES)
+	if err := s.SetKeys(context.Background(), ak, sk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "after"), []byte("4"), 0o644); err != nil {
+		t.Fatalf("write with the new keys: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "before")); err != nil || string(got) != "1" {
+		t.Fatalf("read with the new keys: %q %v", got, err)
+	}
 }

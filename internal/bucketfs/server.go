@@ -156,6 +156,26 @@ func (s *Server) SetCapacity(bytes int64) error {
 	return nil
 }
 
+// SetKeys rotates the S3 keys of a mounted filesystem. The new keys must
+// open the bucket (checked first, within ConnectTimeout); else the mount
+// keeps the old ones and SetKeys says why.
+func (s *Server) SetKeys(ctx context.Context, accessKey, secretKey string) error {
+	if accessKey == "" || secretKey == "" {
+		return fmt.Errorf("access key and secret key are required")
+	}
+	cfg := s.fsys.cfg
+	cfg.AccessKey, cfg.SecretKey = accessKey, secretKey
+	check, err := newStore(&cfg, 1)
+	if err != nil {
+		return err
+	}
+	if err := check.check(ctx); err != nil {
+		return fmt.Errorf("new keys: %w", err)
+	}
+	s.fsys.st.keys.set(accessKey, secretKey)
+	return nil
+}
+
 // Usage returns the bytes used under the prefix and the capacity.
 func (s *Server) Usage() (used, capacity int64) {
 	s.fsys.mu.Lock()
