@@ -438,3 +438,28 @@ func TestSetKeys(t *testing.T) {
 		t.Fatalf("read with the new keys: %q %v", got, err)
 	}
 }
+
+// While the server is down, calls fail (EIO) in bounded time instead of
+// hanging; when it is back, the mount works again.
+func TestServerOutage(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = -1
+	_, mnt := e.mount(t, "m", cfg)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.s3.Stop()
+	start := time.Now()
+	_, err := os.Stat(filepath.Join(mnt, "g"))
+	took := time.Since(start)
+	wantErrno(t, "stat with the server down", err, syscall.EIO)
+	t.Logf("stat with the server down failed after %v", took)
+	if took > 30*time.Second {
+		t.Errorf("stat took %v with the server down", took)
+	}
+	e.s3.Start(t)
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "data" {
+		t.Fatalf("after the server came back: %q %v", got, err)
+	}
+}

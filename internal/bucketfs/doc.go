@@ -80,8 +80,10 @@
 //	EEXIST        rename with RENAME_NOREPLACE onto an existing name
 //	ENOTEMPTY     rmdir, or rename onto a directory, with keys under it
 //	ENAMETOOLONG  a key longer than S3's 1,024 bytes
-//	EIO           the store failed (the cause is logged, never the keys)
-//	EACCES        the store refused (403)
+//	EIO           the store failed or cannot be reached (after minio-go's
+//	              retries, about 5 s; the cause is logged, never the keys)
+//	EACCES        the store refused the keys or the request
+//	EINTR         the request was interrupted (a signal) while waiting
 //	ENOENT        no such object or directory
 //
 // Accepted and not kept: utimes (S3 sets the time when an object is
@@ -95,6 +97,7 @@
 // fail the mount in seconds, with the cause. Root mounts with mount(2)
 // directly (no fusermount needed); others fall back to fusermount.
 // Mount also serves an already mounted /dev/fuse given as /dev/fd/N (see
-// MountFUSE), so a long-lived process can hold the mount. Keys are never
-// logged, put in argv or in errors; Config's String hides them.
+// MountFUSE), so a long-lived process can hold the mount. Server.SetKeys
+// rotates the keys of a mounted filesystem (checked before use). Keys are
+// never logged, put in argv or in errors; Config's String hides them.
 package bucketfs

@@ -297,6 +297,16 @@ func errno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR // the application gave up (a signal)
+	}
+	// Network errors wrap errnos too (ECONNREFUSED): to the application
+	// they are the store failing, EIO. Other errnos are ours (EFBIG).
+	var ue *url.Error
+	var oe *net.OpError
+	if errors.As(err, &ue) || errors.As(err, &oe) {
+		return syscall.EIO
+	}
 	var e syscall.Errno
 	if errors.As(err, &e) {
 		return e
@@ -307,8 +317,6 @@ func errno(err error) syscall.Errno {
 		return syscall.EACCES
 	case resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound:
 		return syscall.ENOENT
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
 	}
 	return syscall.EIO
 }

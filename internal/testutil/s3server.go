@@ -73,6 +73,16 @@ func StartS3Server(tb testing.TB) *S3Server {
 	return s
 }
 
+// Stop stops the server (as an outage would); Start starts it again on
+// the same port, directory and keys.
+func (s *S3Server) Stop() { s.stop() }
+
+// Start restarts a stopped server.
+func (s *S3Server) Start(tb testing.TB) {
+	tb.Helper()
+	s.start(tb)
+}
+
 // RotateKeys restarts the server with new random keys, on the same port and
 // directory (versitygw's root keys are fixed at start), and returns them.
 func (s *S3Server) RotateKeys(tb testing.TB) (accessKey, secretKey string) {
