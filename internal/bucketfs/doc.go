@@ -20,7 +20,9 @@
 // every write, truncate, unlink and rename of this mount. statfs (df)
 // reports the capacity and what is left; growing a file past it fails with
 // ENOSPC; Server.SetCapacity changes it at run time (expansion). Objects
-// others write meanwhile are counted at the next mount.
+// others write meanwhile are counted at the next mount. Counting lists
+// every key under the prefix once (1,000 keys a request), so a mount of a
+// prefix with millions of objects takes a while.
 //
 // # Writes
 //
