@@ -3,6 +3,7 @@ package bucketfs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -295,4 +296,43 @@ func TestWritePatterns(t *testing.T) {
 	if got := e.stored(t, "rw"); string(got) != "short" {
 		t.Fatalf("overwrite: %q", got)
 	}
+}
+
+// Many writers and readers at once, through parts and the shared upload
+// slots: what the race detector should see.
+func TestConcurrentFiles(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.PartSize = 5 << 20
+	cfg.UploadConcurrency = 3
+	_, mnt := e.mount(t, "m", cfg)
+	data := random(t, 11<<20)
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func() {
+			errs <- func() error {
+				for i := 0; i < 2; i++ {
+					path := filepath.Join(mnt, fmt.Sprintf("w%d-%d", w, i))
+					part := data[w<<10 : w<<10+(6<<20)+i*1000]
+					if err := os.WriteFile(path, part, 0o644); err != nil {
+						return err
+					}
+					got, err := os.ReadFile(path)
+					if err != nil {
+						return err
+					}
+					if !bytes.Equal(got, part) {
+						return fmt.Errorf("%s read back wrong", path)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	e.noUploadsLeft(t)
 }
