@@ -40,6 +40,7 @@ bench: deps build
 	./$(BIN) bench
 	./$(BIN) bench s3 --versitygw bin/tools/versitygw
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
 
 clean:
 	rm -rf bin

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ type env struct {
 	dir string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	s3 := testutil.StartS3Server(t)
@@ -63,7 +64,7 @@ func (e *env) config() bucketfs.Config {
 }
 
 // mount mounts cfg at a new directory and unmounts it when the test ends.
-func (e *env) mount(t *testing.T, name string, cfg bucketfs.Config) (*bucketfs.Server, string) {
+func (e *env) mount(t testing.TB, name string, cfg bucketfs.Config) (*bucketfs.Server, string) {
 	t.Helper()
 	mnt := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
@@ -102,6 +103,18 @@ func (e *env) keys(t *testing.T) []string {
 		keys = append(keys, obj.Key)
 	}
 	return keys
+}
+
+// noUploadsLeft fails the test if a multipart upload was left open.
+func (e *env) noUploadsLeft(t *testing.T) {
+	t.Helper()
+	res, err := minio.Core{Client: e.cl}.ListMultipartUploads(context.Background(), bucket, "", "", "", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Uploads) != 0 {
+		t.Errorf("multipart uploads left: %+v", res.Uploads)
+	}
 }
 
 func random(t testing.TB, n int) []byte {
@@ -232,160 +245,7 @@ func TestQuota(t *testing.T) {
 	if used, _ := s2.Usage(); used != 4<<20 {
 		t.Errorf("usage counted at mount %d, want %d", used, 4<<20)
 	}
-}
 
-func TestDirectoriesRenameUnlink(t *testing.T) {
-	e := newEnv(t)
-	_, mnt := e.mount(t, "m", e.config())
-	p := func(s string) string { return filepath.Join(mnt, s) }
-
-	if err := os.Mkdir(p("d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("d/f"), []byte("in d"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	wantErrno(t, "rmdir of a non-empty directory", unix.Rmdir(p("d")), syscall.ENOTEMPTY)
-	wantErrno(t, "mkdir over a directory", os.Mkdir(p("d"), 0o755), syscall.EEXIST)
-
-	// Files and directories rename, with their content.
-	if err := os.Rename(p("d/f"), p("d/g")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(p("d"), p("e")); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := os.ReadFile(p("e/g")); err != nil || string(got) != "in d" {
-		t.Fatalf("after renames: %q %v", got, err)
-	}
-	if string(e.stored(t, "e/g")) != "in d" {
-		t.Fatal("renamed object not stored under e/g")
-	}
-	if _, err := os.Stat(p("d")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("old directory still there: %v", err)
-	}
-	// Rename over an existing file replaces it.
-	if err := os.WriteFile(p("e/h"), []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(p("e/g"), p("e/h")); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(p("e/h")); string(got) != "in d" {
-		t.Fatalf("rename over a file: %q", got)
-	}
-	if err := os.Remove(p("e/h")); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Rmdir(p("e")); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(mnt)
-	if err != nil || len(ents) != 0 {
-		t.Fatalf("root after removing everything: %v %v", ents, err)
-	}
-	if left := e.keys(t); len(left) != 0 {
-		t.Fatalf("objects left in the bucket: %v", left)
-	}
-}
-
-func TestTruncateFsyncRandomWrite(t *testing.T) {
-	e := newEnv(t)
-	cfg := e.config()
-	cfg.StagingLimit = 4 << 20
-	_, mnt := e.mount(t, "m", cfg)
-	path := filepath.Join(mnt, "f")
-	data := random(t, 3<<20)
-
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	// fsync stores the file now, with the file still open.
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(e.stored(t, "f"), data) {
-		t.Fatal("not stored after fsync")
-	}
-	// A write in the middle (staged), then one past the end.
-	copy(data[1000:], "patched")
-	if _, err := f.WriteAt([]byte("patched"), 1000); err != nil {
-		t.Fatal(err)
-	}
-	data = append(data, "tail"...)
-	if _, err := f.WriteAt([]byte("tail"), 3<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(e.stored(t, "f"), data) {
-		t.Fatal("random writes not stored at close")
-	}
-
-	// truncate(2): shrink, grow (zeros), to zero.
-	if err := os.Truncate(path, 10); err != nil {
-		t.Fatal(err)
-	}
-	if got := e.stored(t, "f"); !bytes.Equal(got, data[:10]) {
-		t.Fatalf("after truncate to 10: %d bytes", len(got))
-	}
-	if err := os.Truncate(path, 20); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(path); !bytes.Equal(got, append(data[:10:10], make([]byte, 10)...)) {
-		t.Fatalf("after growing to 20: %q", got)
-	}
-	if err := os.Truncate(path, 0); err != nil {
-		t.Fatal(err)
-	}
-	if got := e.stored(t, "f"); len(got) != 0 {
-		t.Fatalf("after truncate to 0: %d bytes", len(got))
-	}
-
-	// A random write into a file larger than the staging limit: EFBIG.
-	if err := os.WriteFile(path, random(t, 5<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err = os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.WriteAt([]byte("x"), 100)
-	wantErrno(t, "random write past the staging limit", err, syscall.EFBIG)
-	f.Close()
-}
-
-func TestUnsupportedErrnos(t *testing.T) {
-	e := newEnv(t)
-	_, mnt := e.mount(t, "m", e.config())
-	p := func(s string) string { return filepath.Join(mnt, s) }
-	if err := os.WriteFile(p("f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	wantErrno(t, "link", os.Link(p("f"), p("g")), syscall.EPERM)
-	wantErrno(t, "symlink", os.Symlink("f", p("s")), syscall.EPERM)
-	wantErrno(t, "mkfifo", unix.Mkfifo(p("fifo"), 0o644), syscall.EPERM)
-	wantErrno(t, "setxattr", unix.Setxattr(p("f"), "user.a", []byte("1"), 0), syscall.ENOTSUP)
-	_, err := unix.Getxattr(p("f"), "user.a", make([]byte, 10))
-	wantErrno(t, "getxattr", err, syscall.ENODATA)
-	wantErrno(t, "chmod to another mode", os.Chmod(p("f"), 0o600), syscall.EPERM)
-	if err := os.Chmod(p("f"), 0o644); err != nil {
-		t.Errorf("chmod to the mount's mode: %v", err)
-	}
-	wantErrno(t, "chown", os.Chown(p("f"), 1234, 1234), syscall.EPERM)
-	if err := os.Chtimes(p("f"), time.Now(), time.Now()); err != nil {
-		t.Errorf("utimes (accepted, not kept): %v", err)
-	}
-	if err := os.WriteFile(p("g"), []byte("y"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	wantErrno(t, "rename exchange", unix.Renameat2(unix.AT_FDCWD, p("f"), unix.AT_FDCWD, p("g"), unix.RENAME_EXCHANGE), syscall.EINVAL)
-	wantErrno(t, "rename noreplace", unix.Renameat2(unix.AT_FDCWD, p("f"), unix.AT_FDCWD, p("g"), unix.RENAME_NOREPLACE), syscall.EEXIST)
 }
 
 func TestOwnerModesReadOnly(t *testing.T) {
@@ -431,17 +291,39 @@ func TestMountFailsFast(t *testing.T) {
 	}
 	wrongKey := e.config()
 	wrongKey.SecretKey = "not-the-secret"
+	wrongAccess := e.config()
+	wrongAccess.AccessKey = "nobody"
 	noBucket := e.config()
 	noBucket.Bucket = "no-such-bucket"
 	dead := e.config()
 	dead.Endpoint = "http://127.0.0.1:1" // nothing listens there
+	// A server that accepts connections and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute := e.config()
+	mute.Endpoint = "http://" + l.Addr().String()
+	mute.ConnectTimeout = 2 * time.Second
 	for name, tc := range map[string]struct {
 		cfg  bucketfs.Config
 		want string
 	}{
 		"wrong secret":  {wrongKey, "access denied"},
+		"unknown key":   {wrongAccess, "access denied"},
 		"no bucket":     {noBucket, "does not exist"},
 		"dead endpoint": {dead, "127.0.0.1:1"},
+		"mute endpoint": {mute, "no answer within 2s"},
 	} {
 		start := time.Now()
 		s, err := bucketfs.Mount(context.Background(), mnt, tc.cfg)
@@ -450,6 +332,7 @@ func TestMountFailsFast(t *testing.T) {
 			t.Errorf("%s: mounted", name)
 			continue
 		}
+		t.Logf("%s: %v", name, err)
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("%s: failed after %v", name, took)
 		}
@@ -501,5 +384,82 @@ func TestServeMountedFD(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("server still running 10 s after the unmount")
+	}
+}
+
+// Another client's changes show within the cache TTL.
+func TestOtherClientsChanges(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = 200 * time.Millisecond
+	_, mnt := e.mount(t, "m", cfg)
+	if ents, err := os.ReadDir(mnt); err != nil || len(ents) != 0 {
+		t.Fatalf("empty bucket lists %v %v", ents, err)
+	}
+	if _, err := e.cl.PutObject(context.Background(), bucket, "dir/x", bytes.NewReader([]byte("from elsewhere")), 14, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got, err := os.ReadFile(filepath.Join(mnt, "dir/x")); err != nil || string(got) != "from elsewhere" {
+		t.Fatalf("object put by another client: %q %v", got, err)
+	}
+	// An implicit directory (no marker) lists and cannot be removed while
+	// it has keys.
+	wantErrno(t, "rmdir of an implicit directory", unix.Rmdir(filepath.Join(mnt, "dir")), syscall.ENOTEMPTY)
+}
+
+// Keys rotate on a mounted filesystem; keys that do not open the bucket
+// are refused and the old ones stay.
+func TestSetKeys(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = -1 // every stat asks the server
+	s, mnt := e.mount(t, "m", cfg)
+	if err := os.WriteFile(filepath.Join(mnt, "before"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetKeys(context.Background(), "nobody", "wrong"); err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("SetKeys with wrong keys: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "still"), []byte("2"), 0o644); err != nil {
+		t.Fatalf("the old keys were dropped: %v", err)
+	}
+
+	ak, sk := e.s3.RotateKeys(t)
+	err := os.WriteFile(filepath.Join(mnt, "stale"), []byte("3"), 0o644)
+	wantErrno(t, "write with the old keys", err, syscall.EACCES)
+	if err := s.SetKeys(context.Background(), ak, sk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "after"), []byte("4"), 0o644); err != nil {
+		t.Fatalf("write with the new keys: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "before")); err != nil || string(got) != "1" {
+		t.Fatalf("read with the new keys: %q %v", got, err)
+	}
+}
+
+// While the server is down, calls fail (EIO) in bounded time instead of
+// hanging; when it is back, the mount works again.
+func TestServerOutage(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.CacheTTL = -1
+	_, mnt := e.mount(t, "m", cfg)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.s3.Stop()
+	start := time.Now()
+	_, err := os.Stat(filepath.Join(mnt, "g"))
+	took := time.Since(start)
+	wantErrno(t, "stat with the server down", err, syscall.EIO)
+	t.Logf("stat with the server down failed after %v", took)
+	if took > 30*time.Second {
+		t.Errorf("stat took %v with the server down", took)
+	}
+	e.s3.Start(t)
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "data" {
+		t.Fatalf("after the server came back: %q %v", got, err)
 	}
 }

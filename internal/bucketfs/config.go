@@ -79,6 +79,13 @@ const (
 	maxKeyLen   = 1024 // S3's limit on a key, in bytes
 )
 
+// Validate checks c as Mount would, without connecting: for a driver to
+// refuse bad volume parameters early.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults validates c and fills in the defaults.
 func (c Config) withDefaults() (Config, error) {
 	u, err := url.Parse(c.Endpoint)

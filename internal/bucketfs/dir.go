@@ -188,6 +188,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 		return nil, logErr("mkdir", key, err)
 	}
 	d.fsys.cache.set(d.key(), name, &entry{dir: true})
+	d.fsys.cache.put(key, map[string]entry{}) // new, so empty: its lookups need no request
 	d.fsys.dirAttr(&out.Attr)
 	return d.NewInode(ctx, &dirNode{fsys: d.fsys}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
 }

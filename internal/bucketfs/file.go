@@ -44,7 +44,8 @@ var (
 
 // handle is one open file description.
 type handle struct {
-	ra *readAhead
+	ra    *readAhead
+	write bool
 }
 
 func (n *fileNode) key() string { return n.fsys.keyOf(n.Path(nil), false) }
@@ -137,7 +138,7 @@ func (n *fileNode) open(flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 		}
 	}
 	n.opens++
-	return &handle{ra: newReadAhead(n.fsys)}, 0, 0
+	return &handle{ra: newReadAhead(n.fsys), write: write}, 0, 0
 }
 
 func (n *fileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -222,16 +223,22 @@ func (n *fileNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	return uint32(len(data)), 0
 }
 
+// Flush (every close) stores the file, if the handle may have written: a
+// reader closing (a backup agent, tail) must not cut a stream short.
 func (n *fileNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if h, ok := f.(*handle); ok && !h.write {
+		return 0
+	}
+	return n.Fsync(ctx, f, 0)
+}
+
+// Fsync stores the file now.
+func (n *fileNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.commitLocked(ctx)
-}
-
-func (n *fileNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	return n.Flush(ctx, f)
 }
 
 func (n *fileNode) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {

@@ -18,6 +18,7 @@ type readAhead struct {
 	mu   sync.Mutex
 
 	buf     []byte // a fetched range, from bufOff
+	spare   []byte // a buffer no one uses, for the next fetch
 	bufOff  int64
 	next    *fetch // the window being fetched in the background
 	window  int64
@@ -71,6 +72,7 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 				return nil, syscall.EINTR
 			}
 			if f.err == nil && len(f.data) > 0 {
+				r.spare = r.buf
 				r.buf, r.bufOff = f.data, f.off
 				continue
 			}
@@ -78,13 +80,15 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 		r.dropNext()
 		n := max(want-got, r.window)
 		n = min(n, size-pos)
-		data, err := r.fsys.st.get(ctx, key, pos, n)
+		data, err := r.fsys.st.get(ctx, key, pos, n, r.spare)
+		r.spare = nil
 		if err != nil {
 			return nil, logErr("read", key, err)
 		}
 		if len(data) == 0 {
 			break // the object shrank under us: end of file
 		}
+		r.spare = r.buf
 		r.buf, r.bufOff = data, pos
 	}
 	r.lastEnd = off + got
@@ -100,9 +104,13 @@ func (r *readAhead) prefetch(key string, off, length int64) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fetch{off: off, length: length, done: make(chan struct{}), cancel: cancel}
 	r.next = f
+	// The fetch owns the spare from now on; a fetch dropped unfinished
+	// keeps it (it may still be writing), and the GC takes it.
+	buf := r.spare
+	r.spare = nil
 	go func() {
 		defer close(f.done)
-		f.data, f.err = r.fsys.st.get(ctx, key, off, length)
+		f.data, f.err = r.fsys.st.get(ctx, key, off, length, buf)
 	}()
 }
 
@@ -118,5 +126,5 @@ func (r *readAhead) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropNext()
-	r.buf = nil
+	r.buf, r.spare = nil, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 )
@@ -96,7 +97,7 @@ func (d *dirNode) renameFile(ctx context.Context, name string, np *dirNode, newN
 		d.fsys.reserve(-dsize)
 	}
 	d.fsys.cache.set(d.key(), name, nil)
-	d.fsys.cache.set(np.key(), newName, &entry{size: size})
+	d.fsys.cache.set(np.key(), newName, &entry{size: size, mtime: time.Now()}) // a copy is a new object
 	return 0
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,9 +23,42 @@ type store struct {
 	core   minio.Core
 	bucket string
 	cfg    *Config
+	keys   *keyring
 }
 
+// keyring hands minio-go the current keys, and new ones after SetKeys.
+type keyring struct {
+	v     atomic.Pointer[credentials.Value]
+	stale atomic.Bool // set by a change, cleared when minio-go takes it
+}
+
+func newKeyring(access, secret string) *keyring {
+	k := &keyring{}
+	k.set(access, secret)
+	return k
+}
+
+func (k *keyring) set(access, secret string) {
+	k.v.Store(&credentials.Value{AccessKeyID: access, SecretAccessKey: secret, SignerType: credentials.SignatureV4})
+	k.stale.Store(true)
+}
+
+func (k *keyring) Retrieve() (credentials.Value, error) {
+	k.stale.Store(false)
+	return *k.v.Load(), nil
+}
+
+func (k *keyring) RetrieveWithCredContext(*credentials.CredContext) (credentials.Value, error) {
+	return k.Retrieve()
+}
+
+func (k *keyring) IsExpired() bool { return k.stale.Load() }
+
 func newStore(cfg *Config, retries int) (*store, error) {
+	return newStoreWithKeys(cfg, retries, newKeyring(cfg.AccessKey, cfg.SecretKey))
+}
+
+func newStoreWithKeys(cfg *Config, retries int, keys *keyring) (*store, error) {
 	u, _ := url.Parse(cfg.Endpoint) // validated in withDefaults
 	secure := u.Scheme == "https"
 	tr, err := minio.DefaultTransport(secure)
@@ -37,7 +71,7 @@ func newStore(cfg *Config, retries int) (*store, error) {
 	tr.MaxIdleConnsPerHost = 64
 	tr.Proxy = nil // loopback and cluster-internal endpoints; never a proxy from the environment
 	cl, err := minio.New(u.Host, &minio.Options{
-		Creds:      credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Creds:      credentials.New(keys),
 		Secure:     secure,
 		Region:     cfg.Region,
 		Transport:  tr,
@@ -46,7 +80,7 @@ func newStore(cfg *Config, retries int) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", u.Host, err)
 	}
-	return &store{cl: cl, core: minio.Core{Client: cl}, bucket: cfg.Bucket, cfg: cfg}, nil
+	return &store{cl: cl, core: minio.Core{Client: cl}, bucket: cfg.Bucket, cfg: cfg, keys: keys}, nil
 }
 
 // check makes sure the bucket exists and the keys open it. Its client does
@@ -58,8 +92,7 @@ func (s *store) check(ctx context.Context) error {
 	if err != nil {
 		resp := minio.ToErrorResponse(err)
 		switch {
-		case resp.StatusCode == http.StatusForbidden || resp.Code == "AccessDenied" ||
-			resp.Code == "SignatureDoesNotMatch" || resp.Code == "InvalidAccessKeyId":
+		case authFailure(resp):
 			return fmt.Errorf("bucket %s at %s: access denied (%s): check the access key and secret: %w",
 				s.bucket, s.cfg.Endpoint, resp.Code, err)
 		case errors.Is(err, context.DeadlineExceeded):
@@ -84,6 +117,27 @@ type entry struct {
 // key under key/), or nothing (ENOENT). An object and a directory of the
 // same name: the directory wins, the object stays unreachable.
 func (s *store) stat(ctx context.Context, key string) (entry, error) {
+	// One listing of the names that begin with key usually settles it
+	// (the object "key" and the prefix "key/" are both in it), so a
+	// lookup costs one request, found or not.
+	res, err := s.core.ListObjectsV2(s.bucket, key, "", "", "/", 1000)
+	if err != nil {
+		return entry{}, err
+	}
+	for _, p := range res.CommonPrefixes {
+		if p.Prefix == key+"/" {
+			return entry{dir: true}, nil
+		}
+	}
+	if !res.IsTruncated {
+		for _, o := range res.Contents {
+			if o.Key == key {
+				return entry{size: o.Size, mtime: o.LastModified}, nil
+			}
+		}
+		return entry{}, syscall.ENOENT
+	}
+	// Too many names share the beginning: ask for each directly.
 	found, err := s.hasUnder(ctx, key+"/")
 	if err != nil {
 		return entry{}, err
@@ -160,7 +214,9 @@ func (s *store) walk(ctx context.Context, prefix string, fn func(key string, siz
 }
 
 // get reads length bytes of key from off.
-func (s *store) get(ctx context.Context, key string, off, length int64) ([]byte, error) {
+// The bytes land in buf when it is large enough (buffers are reused, so
+// a reader's memory stays at its windows instead of waiting for the GC).
+func (s *store) get(ctx context.Context, key string, off, length int64, buf []byte) ([]byte, error) {
 	opts := minio.GetObjectOptions{}
 	if err := opts.SetRange(off, off+length-1); err != nil {
 		return nil, err
@@ -170,7 +226,10 @@ func (s *store) get(ctx context.Context, key string, off, length int64) ([]byte,
 		return nil, err
 	}
 	defer rc.Close()
-	buf := make([]byte, length)
+	if int64(cap(buf)) < length {
+		buf = make([]byte, length)
+	}
+	buf = buf[:length]
 	n, err := io.ReadFull(rc, buf)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
 		err = nil // the object is shorter than we thought: short read
@@ -238,18 +297,37 @@ func errno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR // the application gave up (a signal)
+	}
+	// Network errors wrap errnos too (ECONNREFUSED): to the application
+	// they are the store failing, EIO. Other errnos are ours (EFBIG).
+	var ue *url.Error
+	var oe *net.OpError
+	if errors.As(err, &ue) || errors.As(err, &oe) {
+		return syscall.EIO
+	}
 	var e syscall.Errno
 	if errors.As(err, &e) {
 		return e
 	}
 	resp := minio.ToErrorResponse(err)
 	switch {
+	case authFailure(resp):
+		return syscall.EACCES
 	case resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound:
 		return syscall.ENOENT
-	case resp.StatusCode == http.StatusForbidden:
-		return syscall.EACCES
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
 	}
 	return syscall.EIO
+}
+
+// authFailure says whether the server refused the keys. versitygw answers
+// an unknown access key with 404 XAdminUserNotFound, which must not read
+// as a missing file.
+func authFailure(resp minio.ErrorResponse) bool {
+	switch resp.Code {
+	case "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "XAdminUserNotFound":
+		return true
+	}
+	return resp.StatusCode == http.StatusForbidden
 }

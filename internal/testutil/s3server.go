@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ type S3Server struct {
 	AccessKey string
 	SecretKey string
 	Dir       string // the backing directory: bucket B is Dir/B
+
+	stop func()
 }
 
 // VersitygwPath finds the versitygw binary: $VOLPLUG_VERSITYGW, then
@@ -56,19 +59,11 @@ func VersitygwPath(tb testing.TB) string {
 // its argv, so they never show in ps.
 func StartS3Server(tb testing.TB) *S3Server {
 	tb.Helper()
-	bin := VersitygwPath(tb)
 	s := &S3Server{
 		AccessKey: randomHex(tb, 10),
 		SecretKey: randomHex(tb, 20),
 		Dir:       tb.TempDir(),
 	}
-	logPath := filepath.Join(tb.TempDir(), "versitygw.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer logFile.Close()
-
 	// A free port: the kernel picks one, we release it and the server takes
 	// it; another process grabbing it in between makes the wait below fail
 	// clearly, not hang.
@@ -76,9 +71,42 @@ func StartS3Server(tb testing.TB) *S3Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	addr := l.Addr().String()
+	s.Endpoint = "http://" + l.Addr().String()
 	l.Close()
-	s.Endpoint = "http://" + addr
+	s.start(tb)
+	return s
+}
+
+// Stop stops the server (as an outage would); Start starts it again on
+// the same port, directory and keys.
+func (s *S3Server) Stop() { s.stop() }
+
+// Start restarts a stopped server.
+func (s *S3Server) Start(tb testing.TB) {
+	tb.Helper()
+	s.start(tb)
+}
+
+// RotateKeys restarts the server with new random keys, on the same port and
+// directory (versitygw's root keys are fixed at start), and returns them.
+func (s *S3Server) RotateKeys(tb testing.TB) (accessKey, secretKey string) {
+	tb.Helper()
+	s.stop()
+	s.AccessKey, s.SecretKey = randomHex(tb, 10), randomHex(tb, 20)
+	s.start(tb)
+	return s.AccessKey, s.SecretKey
+}
+
+func (s *S3Server) start(tb testing.TB) {
+	tb.Helper()
+	bin := VersitygwPath(tb)
+	addr := strings.TrimPrefix(s.Endpoint, "http://")
+	logPath := filepath.Join(tb.TempDir(), "versitygw.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer logFile.Close()
 
 	// --keep-alive: without it versitygw closes every connection, and a
 	// client pays a TCP handshake per request.
@@ -93,15 +121,19 @@ func StartS3Server(tb testing.TB) *S3Server {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
+	tb.Cleanup(s.stop)
 
 	// Any HTTP answer (403 for an unsigned request) means it serves.
 	client := &http.Client{Timeout: time.Second}
@@ -117,7 +149,7 @@ func StartS3Server(tb testing.TB) *S3Server {
 		resp, err := client.Get(s.Endpoint + "/")
 		if err == nil {
 			resp.Body.Close()
-			return s
+			return
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logPath)

@@ -1,0 +1,66 @@
+package bucketfs
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestValidateBucket(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"vol-bucket": true, "a.b.c": true, "abc": true,
+		"ab": false, "Upper": false, "a..b": false, "-ab": false, "ab-": false,
+		"192.168.1.1": false, "a_b": false, strings.Repeat("a", 64): false, "a/b": false,
+	} {
+		if err := ValidateBucket(name); (err == nil) != ok {
+			t.Errorf("ValidateBucket(%q) = %v", name, err)
+		}
+	}
+}
+
+func TestNormalizePrefix(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "/": "", "a": "a/", "/a/b/": "a/b/", "a/b": "a/b/",
+		"a//b": "!", "a/../b": "!", "./a": "!", "a\nb": "!",
+	} {
+		got, err := NormalizePrefix(in)
+		if err != nil {
+			got = "!"
+		}
+		if got != want {
+			t.Errorf("NormalizePrefix(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func FuzzNormalizePrefix(f *testing.F) {
+	for _, s := range []string{"", "a/b", "a//b", "../x", "a/./b", "\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := NormalizePrefix(in)
+		if err != nil || p == "" {
+			return
+		}
+		if !strings.HasSuffix(p, "/") || strings.HasPrefix(p, "/") {
+			t.Fatalf("%q -> %q", in, p)
+		}
+		for _, seg := range strings.Split(strings.TrimSuffix(p, "/"), "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("%q -> %q has segment %q", in, p, seg)
+			}
+		}
+	})
+}
+
+func TestConfigHidesKeys(t *testing.T) {
+	c := Config{Endpoint: "http://x", AccessKey: "AKIDSECRETISH", SecretKey: "verysecret", Bucket: "bkt"}
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c)} {
+		if strings.Contains(s, "verysecret") || strings.Contains(s, "AKIDSECRETISH") {
+			t.Errorf("config printed with a key: %s", s)
+		}
+	}
+	if _, err := (Config{Endpoint: "ftp://x", AccessKey: "a", SecretKey: "verysecret", Bucket: "bkt"}).withDefaults(); err == nil || strings.Contains(err.Error(), "verysecret") {
+		t.Errorf("bad endpoint: %v", err)
+	}
+}
