@@ -58,6 +58,11 @@ type Config struct {
 	// open file holds at most two windows. Zero: 8 MiB.
 	ReadAheadMax int64
 
+	// Hidden is a name at the top of the mount that the filesystem does
+	// not show, count or let anyone create: the backend's own records
+	// (".volplug", its marks of what it made). Empty: nothing is hidden.
+	Hidden string
+
 	// FsName is shown as the mount's source in /proc/mounts and df. Empty:
 	// "bucket/prefix".
 	FsName string

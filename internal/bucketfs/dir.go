@@ -36,6 +36,11 @@ var (
 	_ fs.NodeSetxattrer = (*dirNode)(nil)
 )
 
+// hides reports the name Config.Hidden at the top of the mount.
+func (d *dirNode) hides(name string) bool {
+	return d.fsys.cfg.Hidden != "" && name == d.fsys.cfg.Hidden && d.IsRoot()
+}
+
 func (d *dirNode) key() string { return d.fsys.keyOf(d.Path(nil), true) }
 
 func (d *dirNode) childKey(name string) string { return d.key() + name }
@@ -63,6 +68,9 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 // find says what name is in this directory: from a fresh cached listing if
 // there is one, else from the store.
 func (d *dirNode) find(ctx context.Context, name string) (entry, syscall.Errno) {
+	if d.hides(name) {
+		return entry{}, syscall.ENOENT
+	}
 	if entries, ok := d.fsys.cache.get(d.key()); ok {
 		e, found := entries[name]
 		if !found {
@@ -141,6 +149,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(entries)+1)
 	for name, e := range entries {
+		if d.hides(name) {
+			continue
+		}
 		mode := uint32(syscall.S_IFREG)
 		if e.dir {
 			mode = syscall.S_IFDIR
@@ -165,6 +176,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if len(d.childKey(name))+1 > maxKeyLen {
 		return nil, nil, 0, syscall.ENAMETOOLONG
 	}
+	if d.hides(name) {
+		return nil, nil, 0, syscall.EPERM
+	}
 	// Nothing is stored until the file is flushed: a new file costs one
 	// PUT, with its data.
 	n := &fileNode{fsys: d.fsys, dirty: true, mtime: time.Now()}
@@ -183,6 +197,9 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	key := d.childKey(name) + "/"
 	if len(key) > maxKeyLen {
 		return nil, syscall.ENAMETOOLONG
+	}
+	if d.hides(name) {
+		return nil, syscall.EPERM
 	}
 	if err := d.fsys.st.mark(ctx, key); err != nil {
 		return nil, logErr("mkdir", key, err)

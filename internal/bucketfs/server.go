@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,7 +70,14 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		return nil, err
 	}
 	var used int64
-	if err := st.walk(ctx, cfg.Prefix, func(_ string, size int64) error { used += size; return nil }); err != nil {
+	hidden := cfg.Prefix + cfg.Hidden + "/"
+	count := func(key string, size int64) error {
+		if cfg.Hidden == "" || !strings.HasPrefix(key, hidden) {
+			used += size
+		}
+		return nil
+	}
+	if err := st.walk(ctx, cfg.Prefix, count); err != nil {
 		return nil, fmt.Errorf("count usage of %s/%s: %w", cfg.Bucket, cfg.Prefix, err)
 	}
 	if err := os.MkdirAll(cfg.StagingDir, 0o700); err != nil {

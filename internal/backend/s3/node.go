@@ -64,6 +64,9 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 		ReadOnly:   req.ReadOnly || slices.Contains(req.MountFlags, "ro"),
 		AllowOther: true, // pods do not run as the mounter's user
 	}
+	if prefix == "" {
+		fs.Hidden = ".volplug" // the bucket's mark, which the built-in mounter hides
+	}
 	if err := ownership(&fs, req.Context, req.MountGroup); err != nil {
 		return err
 	}

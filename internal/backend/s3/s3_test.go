@@ -101,6 +101,12 @@ func TestBucketVolume(t *testing.T) {
 
 	s1, t1 := r.use(v, "a", false)
 	s2, t2 := r.use(v, "b", false)
+	if entries, err := os.ReadDir(t1); err != nil || len(entries) != 0 {
+		t.Errorf("a new bucket volume shows %v (%v): the mark must stay hidden", entries, err)
+	}
+	if err := os.Mkdir(filepath.Join(t1, ".volplug"), 0o755); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("mkdir of the mark's directory: %v, want EPERM", err)
+	}
 	r.must(os.WriteFile(filepath.Join(t1, "hello"), []byte("from a"), 0o644))
 	time.Sleep(1100 * time.Millisecond) // the other mount's metadata cache
 	if got, err := os.ReadFile(filepath.Join(t2, "hello")); err != nil || string(got) != "from a" {
