@@ -251,9 +251,13 @@ func (b *bfs) statfs(out *fuse.StatfsOut) {
 }
 
 // ctxFor bounds a request the kernel is waiting on: a hung server must not
-// hang the application forever.
+// hang the application forever. It does not end when the kernel
+// interrupts the request: a signal to the caller (Go's runtime preempts
+// its threads with SIGURG all the time) would otherwise abort an upload
+// half way and fail close(2) or fsync(2) with EINTR, which no program
+// retries for close. The request runs to its end or its timeout.
 func ctxFor(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 5*time.Minute)
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 }
 
 // keyOf is the key prefix of a directory (dir) or the key of a file, for
