@@ -1,9 +1,7 @@
 package s3
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -42,23 +40,6 @@ const (
 var nodeParams = []string{paramMounter, paramEndpoint, paramRegion, paramUID, paramGID, paramFileMode, paramDirMode}
 
 const defaultSize = 1 << 30
-
-// mark is what volplug writes beside a volume it made.
-type mark struct {
-	Name          string    `json:"name"`
-	Capacity      int64     `json:"capacity"`
-	BucketCreated bool      `json:"bucketCreated,omitempty"`
-	Created       time.Time `json:"created"`
-}
-
-// markKey is where a volume's mark lives: inside a bucket volplug made,
-// beside a prefix volplug made (so a prefix's mount never shows it).
-func markKey(prefix string) string {
-	if prefix == "" {
-		return ".volplug/volume.json"
-	}
-	return ".volplug/volumes/" + strings.TrimSuffix(prefix, "/") + ".json"
-}
 
 // client returns an S3 client that fails within seconds on a dead
 // endpoint and never goes through a proxy from the environment.
@@ -316,57 +297,6 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, secre
 	return m.Capacity, true, nil
 }
 
-func readMark(ctx context.Context, cl *minio.Client, bucket, prefix string) (*mark, error) {
-	obj, err := cl.GetObject(ctx, bucket, markKey(prefix), minio.GetObjectOptions{})
-	if err != nil {
-		return nil, storageErr("read the mark of "+volumeID(bucket, prefix), err)
-	}
-	defer obj.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(obj); err != nil {
-		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchBucket" {
-			return nil, fmt.Errorf("volume %s has no volplug mark: %w", volumeID(bucket, prefix), backend.ErrNotFound)
-		}
-		return nil, storageErr("read the mark of "+volumeID(bucket, prefix), err)
-	}
-	var m mark
-	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
-		return nil, fmt.Errorf("the mark of %s is damaged: %v: %w", volumeID(bucket, prefix), err, backend.ErrPrecondition)
-	}
-	return &m, nil
-}
-
-func writeMark(ctx context.Context, cl *minio.Client, bucket, prefix string, m *mark) error {
-	data, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	// One PUT replaces the object whole: the mark is never half written.
-	_, err = cl.PutObject(ctx, bucket, markKey(prefix), bytes.NewReader(data), int64(len(data)),
-		minio.PutObjectOptions{ContentType: "application/json", DisableContentSha256: true})
-	if err != nil {
-		return storageErr("mark "+volumeID(bucket, prefix), err)
-	}
-	return nil
-}
-
-func hasObjects(ctx context.Context, cl *minio.Client, bucket, prefix string) (bool, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for o := range cl.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true, MaxKeys: 1}) {
-		if o.Err != nil {
-			return false, storageErr("list "+volumeID(bucket, prefix), o.Err)
-		}
-		return true, nil
-	}
-	return false, nil
-}
-
-// What object storage has no use for, or cannot do without credentials.
-func unsupported(what string) error {
-	return fmt.Errorf("%s: object storage volumes have none: %w", what, backend.ErrUnsupported)
-}
-
 // GetVolume reads a volume's mark; a bucket without one is a statically
 // provisioned volume of unknown size. It needs the request's secrets.
 func (b *Backend) GetVolume(ctx context.Context, id string, secrets backend.Secrets) (*backend.Volume, error) {
@@ -398,43 +328,4 @@ func (b *Backend) GetVolume(ctx context.Context, id string, secrets backend.Secr
 		return nil, fmt.Errorf("volume %s: %w", id, backend.ErrNotFound)
 	}
 	return &backend.Volume{ID: id}, nil
-}
-func (b *Backend) ListVolumes(ctx context.Context) ([]*backend.Volume, error) {
-	return nil, unsupported("ListVolumes without credentials")
-}
-func (b *Backend) Capacity(ctx context.Context) (int64, error) {
-	return 0, unsupported("a capacity of the storage")
-}
-func (b *Backend) Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error {
-	return unsupported("attachment")
-}
-func (b *Backend) Detach(ctx context.Context, id, node string) error {
-	return unsupported("attachment")
-}
-func (b *Backend) ModifyVolume(ctx context.Context, id string, params map[string]string) error {
-	return unsupported("mutable parameters")
-}
-func (b *Backend) VolumeHealth(ctx context.Context, id string) (*backend.Health, error) {
-	return nil, unsupported("controller health without credentials")
-}
-func (b *Backend) CreateSnapshot(ctx context.Context, name, sourceID string) (*backend.Snapshot, error) {
-	return nil, unsupported("snapshots")
-}
-func (b *Backend) DeleteSnapshot(ctx context.Context, id string) error {
-	return unsupported("snapshots")
-}
-func (b *Backend) GetSnapshot(ctx context.Context, id string) (*backend.Snapshot, error) {
-	return nil, unsupported("snapshots")
-}
-func (b *Backend) ListSnapshots(ctx context.Context) ([]*backend.Snapshot, error) {
-	return nil, unsupported("snapshots")
-}
-func (b *Backend) CreateGroupSnapshot(ctx context.Context, name string, sourceIDs []string) (*backend.GroupSnapshot, error) {
-	return nil, unsupported("snapshots")
-}
-func (b *Backend) DeleteGroupSnapshot(ctx context.Context, id string) error {
-	return unsupported("snapshots")
-}
-func (b *Backend) GetGroupSnapshot(ctx context.Context, id string) (*backend.GroupSnapshot, error) {
-	return nil, unsupported("snapshots")
 }
