@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -461,5 +462,38 @@ func TestServerOutage(t *testing.T) {
 	e.s3.Start(t)
 	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "data" {
 		t.Fatalf("after the server came back: %q %v", got, err)
+	}
+}
+
+// A pod's non-root user reaches the files through the mount's owner and
+// modes (allow_other, checked by the kernel): the fsGroup case.
+func TestNonRootAccess(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.AllowOther, cfg.UID, cfg.GID, cfg.FileMode, cfg.DirMode = true, 0, 2000, 0o660, 0o770
+	_, mnt := e.mount(t, "m", cfg)
+	for _, d := range []string{filepath.Dir(e.dir), e.dir} { // temp dirs are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(mnt, "f")
+	as := func(uid, gid uint32, name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := as(3000, 2000, "cp", "/etc/hostname", path); err != nil {
+		t.Fatalf("member of group 2000 writes: %v", err)
+	}
+	if err := as(3001, 2000, "cat", path); err != nil {
+		t.Fatalf("another member reads: %v", err)
+	}
+	if err := as(3000, 3000, "cat", path); err == nil {
+		t.Fatal("a user outside the group read the file")
 	}
 }

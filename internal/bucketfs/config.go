@@ -47,12 +47,14 @@ type Config struct {
 	// write or truncate that would need more fails with EFBIG. Zero: 1 GiB.
 	StagingLimit int64
 
-	// PartSize is the multipart upload part size, at least 5 MiB (S3's
-	// minimum). Zero: 8 MiB. Files up to 10,000 parts can be written.
+	// PartSize is the multipart upload part size, 5 MiB (S3's minimum)
+	// to 1 GiB. A streamed file can have 10,000 parts, so zero picks
+	// capacity/10,000 rounded up to a MiB, within 8 to 64 MiB: a file can
+	// fill a volume of up to 640 GiB in one stream (larger files: EFBIG).
 	PartSize int64
 	// UploadConcurrency bounds the parts being uploaded at once, over all
 	// files; memory for writes is about PartSize x (files being written +
-	// UploadConcurrency). Zero: 8.
+	// UploadConcurrency). Zero: 128 MiB of parts, 2 to 8 of them.
 	UploadConcurrency int
 	// ReadAheadMax is the largest read-ahead window of one open file; an
 	// open file holds at most two windows. Zero: 8 MiB.
@@ -111,6 +113,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CapacityBytes < 0 {
 		return c, fmt.Errorf("capacity %d: negative", c.CapacityBytes)
 	}
+	if c.PartSize == 0 {
+		c.PartSize = min(max((c.CapacityBytes/maxParts+(1<<20)-1)&^(1<<20-1), 8<<20), 64<<20)
+	}
 	if c.CapacityBytes == 0 {
 		c.CapacityBytes = 1 << 50
 	}
@@ -138,14 +143,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.StagingLimit <= 0 {
 		c.StagingLimit = 1 << 30
 	}
-	if c.PartSize == 0 {
-		c.PartSize = 8 << 20
-	}
 	if c.PartSize < minPartSize || c.PartSize > 1<<30 {
 		return c, fmt.Errorf("part size %d: want 5 MiB to 1 GiB", c.PartSize)
 	}
 	if c.UploadConcurrency <= 0 {
-		c.UploadConcurrency = 8
+		c.UploadConcurrency = int(min(max((128<<20)/c.PartSize, 2), 8))
 	}
 	if c.ReadAheadMax <= 0 {
 		c.ReadAheadMax = 8 << 20

@@ -64,3 +64,26 @@ func TestConfigHidesKeys(t *testing.T) {
 		t.Errorf("bad endpoint: %v", err)
 	}
 }
+
+func TestPartSizeFollowsCapacity(t *testing.T) {
+	for _, c := range []struct {
+		capacity, part int64
+		slots          int
+	}{
+		{0, 8 << 20, 8},          // no quota: the smallest default part
+		{10 << 30, 8 << 20, 8},   // 10 GiB: 8 MiB parts reach 80 GiB
+		{200 << 30, 21 << 20, 6}, // 200 GiB / 10,000 = 20.5 MiB, rounded up
+		{10 << 40, 64 << 20, 2},  // 10 TiB: the largest default part
+	} {
+		cfg, err := Config{Endpoint: "http://x", AccessKey: "a", SecretKey: "s", Bucket: "bkt", CapacityBytes: c.capacity}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.PartSize != c.part || cfg.UploadConcurrency != c.slots {
+			t.Errorf("capacity %d: part %d, %d slots; want %d, %d", c.capacity, cfg.PartSize, cfg.UploadConcurrency, c.part, c.slots)
+		}
+		if c.capacity > 0 && c.capacity <= 640<<30 && cfg.PartSize*maxParts < c.capacity {
+			t.Errorf("capacity %d: %d parts of %d do not fill it", c.capacity, maxParts, cfg.PartSize)
+		}
+	}
+}

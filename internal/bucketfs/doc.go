@@ -59,7 +59,9 @@
 // Directory listings are kept for CacheTTL and answer lookups (and their
 // absence) without a request; this mount's own changes update them. The
 // kernel caches entries, attributes and absences for the same TTL. So a
-// change by another client shows here within CacheTTL.
+// change by another client shows here within CacheTTL, and O_EXCL is only
+// as exclusive as that: two mounts creating one name both succeed, and the
+// last stored wins. Usage counts this mount's own changes only.
 //
 // # Rename
 //

@@ -336,3 +336,41 @@ func TestConcurrentFiles(t *testing.T) {
 	}
 	e.noUploadsLeft(t)
 }
+
+// A shared writable mmap writes back through the staging file and is
+// stored at the last close (msync, munmap, close).
+func TestMmapWrite(t *testing.T) {
+	e := newEnv(t)
+	_, mnt := e.mount(t, "m", e.config())
+	path := filepath.Join(mnt, "f")
+	if err := os.WriteFile(path, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	copy(m[5000:], "mapped")
+	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+		t.Error(err)
+	}
+	if err := unix.Munmap(m); err != nil {
+		t.Error(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The last release may come just after close returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for !bytes.Equal(e.stored(t, "f")[5000:5006], []byte("mapped")) {
+		if time.Now().After(deadline) {
+			t.Fatal("mmap write not stored")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -115,11 +115,12 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 			// nothing, and go-fuse's splice pipe (1 MiB) is one header
 			// short of a 1 MiB read, which it logs every time.
 			DisableSplice: true,
-			DisableXAttrs: false,
 			// Root mounts with mount(2) itself, so no fusermount binary
-			// is needed; others fall back to fusermount.
+			// is needed; if that fails go-fuse tries fusermount. A
+			// /dev/fd/N is mounted already: nothing to mount.
 			DirectMount: os.Geteuid() == 0 && !fdMountpoint.MatchString(mountpoint),
-			// Errors in the kernel log name the filesystem, not a PID.
+			// nosuid, nodev, as fusermount mounts: a bucket's content
+			// must not become set-uid programs or device nodes.
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV,
 		},
 	}
