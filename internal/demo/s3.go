@@ -182,8 +182,12 @@ func runS3(ctx context.Context, w io.Writer, o s3Options) error {
 	cleanErr := s.cleanup(failed || procErr != nil)
 	if failed {
 		for _, l := range []string{s.logPath, s.mounterLog} {
+			lines := tailFile(l, 15)
+			if len(lines) == 0 {
+				continue // no mounter was started, say
+			}
 			s.n.printf("\n%s, its last lines:\n", l)
-			for _, line := range tailFile(l, 15) {
+			for _, line := range lines {
 				s.n.printf("%s%s\n", indent, line)
 			}
 		}

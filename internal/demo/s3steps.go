@@ -117,6 +117,9 @@ func (s *s3Demo) startS3Driver(ctx context.Context) error {
 					if s.conn != nil {
 						_ = s.conn.Close()
 					}
+					if s.drv == nil {
+						return nil // it never started: the error was reported then
+					}
 					return s.drv.stop(stopGrace) // the one running now, after a restart too
 				})
 			return s.launchDriver(ctx, "driver.log")
