@@ -23,6 +23,7 @@ deps:
 
 demo: deps build
 	./$(BIN) demo
+	./$(BIN) demo --backend=s3
 
 vet:
 	$(GO) vet ./...

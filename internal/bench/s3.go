@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/volplug/volplug/internal/bucketfs"
 	"github.com/volplug/volplug/internal/mounter"
+	"github.com/volplug/volplug/internal/s3server"
 )
 
 // S3Config sets up the object-storage bench.
@@ -109,10 +108,10 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 		}
 		mountIt := func() (string, func() error, error) {
 			if kind == "floor" {
-				return filepath.Join(srv.dir, bucket), func() error { return nil }, nil
+				return filepath.Join(srv.Dir, bucket), func() error { return nil }, nil
 			}
-			req := &mounter.Request{Target: target, Kind: kind, FS: bucketfs.Config{Endpoint: srv.endpoint,
-				AccessKey: srv.access, SecretKey: srv.secret, Bucket: bucket, AllowOther: true}}
+			req := &mounter.Request{Target: target, Kind: kind, FS: bucketfs.Config{Endpoint: srv.Endpoint,
+				AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: bucket, AllowOther: true}}
 			if err := client.Mount(ctx, req); err != nil {
 				return "", nil, err
 			}
@@ -267,59 +266,23 @@ func WriteS3Table(w io.Writer, rows []S3Row) error {
 	return tw.Flush()
 }
 
-// s3Server is a versitygw on loopback over a directory, for the bench.
+// s3Server is a versitygw on loopback over a directory, with a client.
 type s3Server struct {
-	cmd            *exec.Cmd
-	dir, endpoint  string
-	access, secret string
-	cl             *minio.Client
+	*s3server.Server
+	cl *minio.Client
 }
 
 func startS3(ctx context.Context, bin, dir string) (*s3Server, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := s3server.Start(ctx, s3server.Options{Bin: bin, DataDir: dir, LogPath: dir + ".log"})
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	s := &s3Server{dir: dir, endpoint: "http://" + addr, access: "benchaccess", secret: fmt.Sprintf("benchsecret%d", time.Now().UnixNano())}
-	s.cmd = exec.Command(bin, "--port", addr, "--keep-alive", "posix", dir)
-	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.access, "ROOT_SECRET_ACCESS_KEY="+s.secret)
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		resp, err := http.Get(s.endpoint + "/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("versitygw does not answer at %s: %w", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.cl, err = minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(s.access, s.secret, "")})
+	cl, err := minio.New(strings.TrimPrefix(srv.Endpoint, "http://"), &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
 	if err != nil {
-		s.stop()
-		return nil, err
+		_ = srv.Stop()
+		return nil, fmt.Errorf("s3 client: %w", err)
 	}
-	return s, nil
+	return &s3Server{Server: srv, cl: cl}, nil
 }
 
-func (s *s3Server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
-}
+func (s *s3Server) stop() { _ = s.Stop() }

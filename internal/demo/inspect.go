@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,9 +78,21 @@ func dfLine(path string) (string, int64, error) {
 		return "", 0, fmt.Errorf("statfs %s: %w", path, err)
 	}
 	bs := int64(st.Bsize)
-	size, free, avail := int64(st.Blocks)*bs, int64(st.Bfree)*bs, int64(st.Bavail)*bs
+	size, free, avail := blockBytes(st.Blocks, bs), blockBytes(st.Bfree, bs), blockBytes(st.Bavail, bs)
 	return fmt.Sprintf("size %s, used %s, avail %s, inodes %d (%d free)",
 		ctl.HumanBytes(size), ctl.HumanBytes(size-free), ctl.HumanBytes(avail), st.Files, st.Ffree), size, nil
+}
+
+// blockBytes is blocks*size, saturated: s3fs reports a near-infinite
+// filesystem whose byte count does not fit in 64 bits.
+func blockBytes(blocks uint64, size int64) int64 {
+	if size <= 0 {
+		return 0
+	}
+	if blocks > uint64(math.MaxInt64/size) {
+		return math.MaxInt64
+	}
+	return int64(blocks) * size
 }
 
 func (d *demo) showSpace(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -337,9 +338,23 @@ func (b *Backend) Stats(ctx context.Context, id, path string) (*backend.Stats, e
 	if err := syscall.Statfs(path, &st); err != nil {
 		return nil, fmt.Errorf("statfs %s: %v: %w", path, err, backend.ErrUnavailable)
 	}
-	total, free, avail := int64(st.Blocks)*st.Bsize, int64(st.Bfree)*st.Bsize, int64(st.Bavail)*st.Bsize
+	total, free, avail := saturated(st.Blocks, st.Bsize), saturated(st.Bfree, st.Bsize), saturated(st.Bavail, st.Bsize)
+	files, ffree := saturated(st.Files, 1), saturated(st.Ffree, 1)
 	return &backend.Stats{TotalBytes: total, UsedBytes: total - free, AvailBytes: avail,
-		TotalInodes: int64(st.Files), FreeInodes: int64(st.Ffree), UsedInodes: int64(st.Files - st.Ffree)}, nil
+		TotalInodes: files, FreeInodes: ffree, UsedInodes: files - ffree}, nil
+}
+
+// saturated is n*unit, capped at the largest int64: s3fs reports a
+// practically infinite filesystem whose byte count overflows 64 bits,
+// which would otherwise reach kubelet as a negative size.
+func saturated(n uint64, unit int64) int64 {
+	if unit <= 0 {
+		return 0
+	}
+	if n > uint64(math.MaxInt64/unit) {
+		return math.MaxInt64
+	}
+	return int64(n) * unit
 }
 
 // NodeHealth reports a mount whose FUSE server died, and a path where the
