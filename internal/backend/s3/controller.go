@@ -251,8 +251,16 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, secrets backend.S
 	if listErr != nil {
 		return storageErr("list "+id, listErr)
 	}
-	if err := cl.RemoveIncompleteUpload(ctx, bucket, prefix); err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
-		klog.InfoS("delete: abandoned uploads could not be listed", "volume", id, "err", err)
+	// Uploads a writer abandoned (a mount killed mid-write) hold space
+	// the objects do not show.
+	for u := range cl.ListIncompleteUploads(ctx, bucket, prefix, true) {
+		if u.Err != nil {
+			klog.InfoS("delete: abandoned uploads could not be listed", "volume", id, "err", u.Err)
+			break
+		}
+		if err := cl.RemoveIncompleteUpload(ctx, bucket, u.Key); err != nil {
+			return storageErr("abort an upload of "+u.Key, err)
+		}
 	}
 	if err := cl.RemoveObject(ctx, bucket, markObj, minio.RemoveObjectOptions{}); err != nil {
 		return storageErr("delete the mark of "+id, err)

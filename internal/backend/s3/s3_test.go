@@ -176,7 +176,14 @@ func TestPrefixVolumesAndStaticVolumes(t *testing.T) {
 	staging, target := r.use(v, "p", false)
 	r.must(os.WriteFile(filepath.Join(target, "mine"), []byte("y"), 0o644))
 	r.release(v, staging, target)
+	// A writer that died mid-upload left parts behind.
+	core := minio.Core{Client: r.cl}
+	_, err = core.NewMultipartUpload(ctx, "shared", "k8s/pvc-1/abandoned", minio.PutObjectOptions{})
+	r.must(err)
 	r.must(r.b.DeleteVolume(ctx, v.ID, r.secrets))
+	for u := range r.cl.ListIncompleteUploads(ctx, "shared", "k8s/pvc-1/", true) {
+		t.Errorf("an abandoned upload outlived its volume: %+v", u)
+	}
 	var keys []string
 	for o := range r.cl.ListObjects(ctx, "shared", minio.ListObjectsOptions{Recursive: true}) {
 		r.must(o.Err)
