@@ -1,7 +1,8 @@
 // Package deploy holds no code: only the Kubernetes manifests and this test,
 // which checks that they agree with each other, with the Helm chart, and
 // with the flags the volplug binary really has. It needs no cluster and no
-// root; it builds the binary once to read `volplug csi --help`.
+// root; it builds the binary once to read `volplug csi --help` and
+// `volplug mounter --help`. The s3 driver's checks are in s3_test.go.
 package deploy
 
 import (
