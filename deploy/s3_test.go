@@ -93,8 +93,17 @@ func TestS3ChartRendered(t *testing.T) {
 			t.Errorf("s3.enabled=false renders %s %s", d.kind(), d.name())
 		}
 	}
+	// local.enabled=false: the s3 driver alone.
+	out, err := exec.Command(helm, "template", "volplug", chartDir, "--set", "local.enabled=false",
+		"--set", "s3.enabled=true", "--set", "s3.existingSecret=k").Output()
+	if err != nil {
+		t.Fatalf("helm template with local.enabled=false: %v", err)
+	}
+	if bytes.Contains(out, []byte("local.csi.volplug.io")) {
+		t.Errorf("local.enabled=false still renders the local driver:\n%s", out)
+	}
 	// No StorageClass without a Secret for it.
-	out, err := exec.Command(helm, "template", "volplug", chartDir, "--set", "s3.enabled=true").CombinedOutput()
+	out, err = exec.Command(helm, "template", "volplug", chartDir, "--set", "s3.enabled=true").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "s3.existingSecret") {
 		t.Errorf("s3.enabled=true with neither existingSecret nor credentials should fail naming s3.existingSecret: %v\n%s", err, out)
 	}
@@ -782,6 +791,30 @@ func TestS3ChartMatchesManifests(t *testing.T) {
 		"csi.storage.k8s.io/controller-expand-secret-name:", "csi.storage.k8s.io/controller-expand-secret-namespace:"} {
 		if !strings.Contains(sc, want) {
 			t.Errorf("s3-storageclass.yaml: no %q", want)
+		}
+	}
+}
+
+// TestChartDriversGated: every template of an object is for one driver
+// and rendered only when that driver is enabled (local.enabled,
+// s3.enabled), so either can be installed alone.
+func TestChartDriversGated(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(chartDir, "templates", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no templates: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		driver := "local"
+		if strings.HasPrefix(filepath.Base(f), "s3-") {
+			driver = "s3"
+		}
+		gate := regexp.MustCompile(`^\{\{- if (and )?\.Values\.` + driver + `\.enabled[ }]`)
+		if !gate.Match(b) || !strings.HasSuffix(string(b), "{{- end }}\n") {
+			t.Errorf("%s: does not start with {{- if .Values.%s.enabled ... }} and end with {{- end }}", f, driver)
 		}
 	}
 }
