@@ -31,9 +31,12 @@ FROM debian:bookworm-slim
 # e2fsprogs, xfsprogs, btrfs-progs: mkfs/fsck/resize of ext4, xfs, btrfs.
 # util-linux: blkid (what is on a device), wipefs. mount: mount, umount,
 # losetup. fuse3 and ca-certificates: the s3 backend (FUSE, TLS to S3).
+# s3fs and rclone: the s3 backend's other mounters (StorageClass parameter
+# mounter: s3fs or rclone), which `volplug mounter` runs in this image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       e2fsprogs xfsprogs btrfs-progs util-linux mount fuse3 ca-certificates \
+      s3fs rclone \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/volplug /usr/local/bin/volplug
 # Runs as root: the node plugin attaches loop devices and mounts (the pod is

@@ -1,7 +1,8 @@
 // Package deploy holds no code: only the Kubernetes manifests and this test,
 // which checks that they agree with each other, with the Helm chart, and
 // with the flags the volplug binary really has. It needs no cluster and no
-// root; it builds the binary once to read `volplug csi --help`.
+// root; it builds the binary once to read `volplug csi --help` and
+// `volplug mounter --help`. The s3 driver's checks are in s3_test.go.
 package deploy
 
 import (
@@ -156,7 +157,7 @@ func flagValue(args []string, name string) (string, bool) {
 }
 
 func TestEveryDocumentIsAnObject(t *testing.T) {
-	for _, d := range loadDocs(t, manifestDir) {
+	for _, d := range slices.Concat(loadDocs(t, manifestDir), loadDocs(t, s3Dir)) {
 		if isPatch(d.file) {
 			// A patch must NOT be a whole object: without a kind, kubectl
 			// apply refuses it instead of replacing the DaemonSet with it.
@@ -245,9 +246,16 @@ func TestDriverNameAgrees(t *testing.T) {
 	}
 }
 
-// TestExamplesUseExistingClasses: every class an example names is deployed.
+// TestExamplesUseExistingClasses: every class an example names is deployed,
+// by the same set of manifests (the local driver's or the s3 driver's).
 func TestExamplesUseExistingClasses(t *testing.T) {
-	docs := loadDocs(t, manifestDir)
+	for _, dir := range []string{manifestDir, s3Dir} {
+		checkExamplesUseExistingClasses(t, dir)
+	}
+}
+
+func checkExamplesUseExistingClasses(t *testing.T, dir string) {
+	docs := loadDocs(t, dir)
 	classes := map[string]bool{}
 	for _, d := range docs {
 		if k := d.kind(); k == "StorageClass" || k == "VolumeSnapshotClass" {
@@ -270,7 +278,7 @@ func TestExamplesUseExistingClasses(t *testing.T) {
 		}
 		for _, w := range want {
 			if !classes[w] {
-				t.Errorf("%s: uses %s, which deploy/kubernetes does not create", d, w)
+				t.Errorf("%s: uses %s, which deploy/%s does not create", d, w, dir)
 			}
 		}
 	}
@@ -278,13 +286,16 @@ func TestExamplesUseExistingClasses(t *testing.T) {
 
 var (
 	helpOnce  sync.Once
-	helpFlags map[string]bool
+	helpFlags map[string]map[string]bool // subcommand -> its flags
 	helpErr   error
 )
 
-// csiFlags builds ./cmd/volplug and returns the flags `volplug csi --help`
-// lists.
-func csiFlags(t *testing.T) map[string]bool {
+// volplugSubcommands are the subcommands the manifests run.
+var volplugSubcommands = []string{"csi", "mounter"}
+
+// volplugFlags builds ./cmd/volplug once and returns the flags that
+// `volplug SUB --help` lists, for SUB in volplugSubcommands.
+func volplugFlags(t *testing.T, sub string) map[string]bool {
 	t.Helper()
 	helpOnce.Do(func() {
 		goBin, err := exec.LookPath("go")
@@ -306,18 +317,28 @@ func csiFlags(t *testing.T) map[string]bool {
 			helpErr = errors.New("go build ./cmd/volplug: " + err.Error() + "\n" + string(out))
 			return
 		}
-		out, err := exec.Command(bin, "csi", "--help").CombinedOutput()
-		if err != nil {
-			helpErr = errors.New("volplug csi --help: " + err.Error() + "\n" + string(out))
-			return
+		helpFlags = map[string]map[string]bool{}
+		for _, sub := range volplugSubcommands {
+			out, err := exec.Command(bin, sub, "--help").CombinedOutput()
+			if err != nil {
+				helpErr = errors.New("volplug " + sub + " --help: " + err.Error() + "\n" + string(out))
+				return
+			}
+			helpFlags[sub] = parseHelpFlags(string(out))
 		}
-		helpFlags = parseHelpFlags(string(out))
 	})
 	if helpErr != nil {
 		t.Fatal(helpErr)
 	}
-	return helpFlags
+	flags, ok := helpFlags[sub]
+	if !ok {
+		t.Fatalf("volplug %s: not in volplugSubcommands", sub)
+	}
+	return flags
 }
+
+// csiFlags returns the flags `volplug csi --help` lists.
+func csiFlags(t *testing.T) map[string]bool { return volplugFlags(t, "csi") }
 
 // A cobra help line: "  -h, --help   help for csi" or "      --pool string  ...".
 var helpFlagLine = regexp.MustCompile(`(?m)^\s+(?:-[A-Za-z], )?--([A-Za-z0-9][A-Za-z0-9_-]*)`)
@@ -346,6 +367,23 @@ func checkDriverArgs(t *testing.T, where string, a []string, flags map[string]bo
 		t.Errorf("%s: volplug args must start with the subcommand \"csi\", got %q", where, a)
 		return
 	}
+	checkFlags(t, where, a, flags)
+}
+
+// checkVolplugArgs checks the args of any volplug container (the CSI
+// driver, the mounter) against the flags of the subcommand they start with.
+func checkVolplugArgs(t *testing.T, where string, a []string) {
+	t.Helper()
+	if len(a) == 0 || !slices.Contains(volplugSubcommands, a[0]) {
+		t.Errorf("%s: volplug args must start with one of the subcommands %q, got %q", where, volplugSubcommands, a)
+		return
+	}
+	checkFlags(t, where, a, volplugFlags(t, a[0]))
+}
+
+// checkFlags checks that a[1:] are --flags that `volplug a[0]` has.
+func checkFlags(t *testing.T, where string, a []string, flags map[string]bool) {
+	t.Helper()
 	for _, arg := range a[1:] {
 		name, ok := strings.CutPrefix(arg, "--")
 		if !ok {
@@ -354,7 +392,7 @@ func checkDriverArgs(t *testing.T, where string, a []string, flags map[string]bo
 		}
 		name, _, _ = strings.Cut(name, "=")
 		if !flags[name] {
-			t.Errorf("%s: --%s is not a flag of `volplug csi` (it has: %s)", where, name, sortedKeys(flags))
+			t.Errorf("%s: --%s is not a flag of `volplug %s` (it has: %s)", where, name, a[0], sortedKeys(flags))
 		}
 	}
 	if v, ok := flagValue(a, "mode"); ok && !slices.Contains([]string{"all", "controller", "node"}, v) {
@@ -398,13 +436,24 @@ func TestDriverFlagsExist(t *testing.T) {
 
 var (
 	containerStart = regexp.MustCompile(`^(\s*)- name: (\S+)\s*$`)
-	argLine        = regexp.MustCompile(`^\s*- (csi|--[A-Za-z0-9-]+(?:=.*)?)\s*$`)
+	argLine        = regexp.MustCompile(`^\s*- (csi|mounter|--[A-Za-z0-9-]+(?:=.*)?)\s*$`)
 )
 
 // templateContainerArgs returns the literal args ("csi", "--flag=...") of
-// one container in a template, from its "- name:" line to the next
-// "- name:" at the same indentation.
+// one container in a template.
 func templateContainerArgs(tpl, name string) []string {
+	var out []string
+	for _, line := range templateContainerBlock(tpl, name) {
+		if m := argLine.FindStringSubmatch(line); m != nil {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// templateContainerBlock returns the lines of one container in a template,
+// from its "- name:" line to the next "- name:" at the same indentation.
+func templateContainerBlock(tpl, name string) []string {
 	var out []string
 	indent := ""
 	in := false
@@ -413,15 +462,13 @@ func templateContainerArgs(tpl, name string) []string {
 			if in && m[1] == indent {
 				break
 			}
-			if m[2] == name {
+			if !in && m[2] == name {
 				in, indent = true, m[1]
 				continue
 			}
 		}
 		if in {
-			if m := argLine.FindStringSubmatch(line); m != nil {
-				out = append(out, m[1])
-			}
+			out = append(out, line)
 		}
 	}
 	return out

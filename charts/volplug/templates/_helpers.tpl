@@ -34,3 +34,26 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/*
+Labels of the s3 driver's objects. Not volplug.labels: that one says
+app.kubernetes.io/name volplug, and a pod of the s3 node DaemonSet carrying it
+(with component node) would match the local DaemonSet's selector.
+*/}}
+{{- define "volplug.s3.labels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: volplug
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Host directory of the s3 driver's socket, as kubelet expects it. */}}
+{{- define "volplug.s3.socketDir" -}}
+{{- printf "%s/plugins/%s" .Values.kubeletDir .Values.s3.driverName -}}
+{{- end -}}
+
+{{/* The Secret the s3 StorageClass names: the user's, or the one the chart makes. */}}
+{{- define "volplug.s3.secretName" -}}
+{{- .Values.s3.existingSecret | default (printf "%s-s3" (include "volplug.fullname" .)) -}}
+{{- end -}}
