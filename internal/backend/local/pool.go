@@ -83,7 +83,7 @@ func (p *pool) recover() error {
 					continue
 				}
 			}
-			if err := os.RemoveAll(filepath.Join(p.dir, d, e.Name())); err != nil {
+			if err := removeTree(filepath.Join(p.dir, d, e.Name())); err != nil {
 				return fmt.Errorf("pool %s: clear %s: %w", p.dir, e.Name(), err)
 			}
 		}
