@@ -19,6 +19,9 @@ import (
 // earlier with down, which a test calls before CheckClean.
 func BtrfsPool(t testing.TB, dir, name string, size int64) (path string, down func() error) {
 	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	img := filepath.Join(dir, name+".img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
