@@ -7,6 +7,7 @@
 //
 //	<pool>/volumes/<id>/volume.json   metadata, replaced atomically
 //	<pool>/volumes/<id>/disk.img      the disk image
+//	<pool>/volumes/<id>/data          or, layout native, a btrfs subvolume
 //	<pool>/.tmp/                      volumes being made (cleared at start)
 //	<pool>/.trash/                    volumes being removed (cleared at start)
 package local
