@@ -200,7 +200,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	defer release()
 	image := filepath.Join(tmp, imageFile)
 	if layout == layoutNative {
-		err = makeNative(ctx, tmp, src, v)
+		err = makeNative(tmp, src, v)
 	} else if src == nil {
 		err = makeImage(image, size)
 	} else {

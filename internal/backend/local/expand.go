@@ -24,7 +24,7 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ bac
 	}
 	if isNative(v) {
 		// The limit is the size: nothing to grow on the node.
-		if err := b.expandNative(ctx, v, size); err != nil {
+		if err := b.expandNative(v, size); err != nil {
 			return 0, false, fmt.Errorf("expand %s: %w", id, err)
 		}
 		v.Size = size

@@ -106,18 +106,18 @@ func (b *Backend) enableQuota() error {
 
 // makeNative fills the new volume's directory dir with its subvolume: an
 // empty one, or a writable snapshot of the source, limited to v.Size.
-func makeNative(ctx context.Context, dir string, src *contentSource, v *backend.Volume) error {
+func makeNative(dir string, src *contentSource, v *backend.Volume) error {
 	sub := filepath.Join(dir, subvolName)
 	var err error
 	if src == nil {
-		err = createSubvolume(ctx, sub)
+		err = createSubvolume(sub)
 	} else {
-		err = snapshotSubvolume(ctx, src.subvol, sub, false)
+		err = snapshotSubvolume(src.subvol, sub, false)
 	}
 	if err != nil {
 		return err
 	}
-	return limitSubvolume(ctx, sub, v.Size)
+	return limitSubvolume(sub, v.Size)
 }
 
 // nativeUsers returns the mounts of the volume's subvolume: its staging
@@ -227,7 +227,7 @@ func (b *Backend) nativeStats(ctx context.Context, v *backend.Volume, path strin
 }
 
 // expandNative raises the limit if the pool has room for the difference.
-func (b *Backend) expandNative(ctx context.Context, v *backend.Volume, size int64) error {
+func (b *Backend) expandNative(v *backend.Volume, size int64) error {
 	b.spaceMu.Lock()
 	defer b.spaceMu.Unlock()
 	free, err := b.capacity()
@@ -237,7 +237,7 @@ func (b *Backend) expandNative(ctx context.Context, v *backend.Volume, size int6
 	if grow := size - v.Size; grow > free {
 		return fmt.Errorf("%d more bytes asked, %d free in the pool: %w", grow, free, backend.ErrNoSpace)
 	}
-	return limitSubvolume(ctx, b.pool.subvol(v.ID), size)
+	return limitSubvolume(b.pool.subvol(v.ID), size)
 }
 
 // nativeHealth checks that the subvolume is there.

@@ -242,7 +242,7 @@ func TestNativeRecovery(t *testing.T) {
 	for _, d := range []string{tmpDir, trashDir} {
 		dir := filepath.Join(r.b.pool.dir, d, "vol-x."+randomSuffix())
 		r.must(os.Mkdir(dir, 0o700))
-		r.must(createSubvolume(ctx, filepath.Join(dir, subvolName)))
+		r.must(createSubvolume(filepath.Join(dir, subvolName)))
 		r.must(os.WriteFile(filepath.Join(dir, subvolName, "f"), []byte("x"), 0o644))
 	}
 	b, err := New(r.b.pool.dir, "node-a")

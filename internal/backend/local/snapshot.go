@@ -118,7 +118,7 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 	shared := make([]bool, len(vols))
 	for i, v := range vols {
 		if isNative(v) {
-			err = snapshotSubvolume(ctx, b.pool.subvol(v.ID), filepath.Join(tmps[i], subvolName), true)
+			err = snapshotSubvolume(b.pool.subvol(v.ID), filepath.Join(tmps[i], subvolName), true)
 		} else {
 			shared[i], err = cloneImage(b.pool.image(v.ID), filepath.Join(tmps[i], imageFile))
 		}
