@@ -186,6 +186,24 @@ func TestNativeSnapshots(t *testing.T) {
 			t.Errorf("%s: wrote %d bytes of a %d-byte volume: %v", c.v.Name, n, c.size, err)
 		}
 	}
+	// A group mixes layouts: each member is snapshotted its own way, all
+	// inside one quiesce.
+	img := r.create("image-member", 32*MiB, "ext4", false)
+	g, err := r.b.CreateGroupSnapshot(ctx, "group", []string{v.ID, img.ID})
+	r.must(err)
+	if len(g.Snapshots) != 2 || g.Snapshots[0].Layout != layoutNative || g.Snapshots[1].Layout != "" {
+		t.Errorf("group members %+v", g.Snapshots)
+	}
+	fromGroup := r.restore("from-group", g.Snapshots[0].ID, 64*MiB, false)
+	r.must(r.stage(fromGroup, false))
+	r.must(r.publish(fromGroup, false, false))
+	if got := r.read(fromGroup, "a"); got != "after" {
+		t.Errorf("restored group member: a = %q", got)
+	}
+	r.down(fromGroup)
+	r.must(r.b.DeleteGroupSnapshot(ctx, g.ID))
+	r.must(r.b.DeleteVolume(ctx, img.ID, nil))
+
 	for _, x := range []*backend.Volume{clone, restored, v} {
 		r.down(x)
 	}
