@@ -276,3 +276,26 @@ func TestNativeRecovery(t *testing.T) {
 	r.must(b.DeleteVolume(ctx, kept.ID, nil))
 	clean()
 }
+
+// A restarted driver finds a staged and published native volume from the
+// kernel's mount table alone, and takes it down.
+func TestNativeRestart(t *testing.T) {
+	r, clean := newNativeRig(t)
+	ctx := context.Background()
+	v := r.createNative("survivor", 16*MiB)
+	r.must(r.stage(v, false))
+	r.must(r.publish(v, false, false))
+	b, err := New(r.b.pool.dir, "node-a")
+	r.must(err)
+	r.b = b
+	r.must(r.stage(v, false))
+	r.must(r.publish(v, false, false))
+	if id, err := r.b.VolumeAt(ctx, r.staging(v.ID)); err != nil || id != v.ID {
+		t.Errorf("VolumeAt(staging) after restart = %q, %v", id, err)
+	}
+	if err := r.b.DeleteVolume(ctx, v.ID, nil); !errors.Is(err, backend.ErrInUse) {
+		t.Errorf("delete of a staged volume after restart: %v", err)
+	}
+	r.down(v)
+	clean()
+}
