@@ -42,6 +42,10 @@ bench: deps build
 	./$(BIN) bench s3 --versitygw bin/tools/versitygw
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
+	# The native layout against images and the btrfs pool itself: a volume's
+	# life, and fio random 4 KiB writes (about 2 minutes).
+	$(GO) test -run '^$$' -bench Lifecycle -benchtime 30x ./internal/backend/local/
+	$(GO) test -run '^$$' -bench RandWrite -benchtime 1x ./internal/backend/local/
 
 clean:
 	rm -rf bin

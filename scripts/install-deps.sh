@@ -11,6 +11,7 @@ declare -A need=(
   [blkid]=util-linux [losetup]=util-linux [wipefs]=util-linux [blockdev]=util-linux
   [mount]=mount
   [s3fs]=s3fs [rclone]=rclone
+  [fio]=fio [chattr]=e2fsprogs
 )
 
 missing=()

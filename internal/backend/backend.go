@@ -86,6 +86,10 @@ type Volume struct {
 	// (reflink): overwriting them takes new space, so all of Size is
 	// counted as promised.
 	Shared bool `json:"shared,omitempty"`
+	// Layout is how the backend stores the volume, when it has more than
+	// one way ("" for its default): the local backend's "native" is a
+	// btrfs subvolume with a quota instead of a disk image.
+	Layout string `json:"layout,omitempty"`
 	// Context is what the node needs to stage the volume, beyond its ID:
 	// the CO hands it back at NodeStage (CSI's volume context).
 	Context map[string]string `json:"-"`
@@ -100,6 +104,7 @@ type Snapshot struct {
 	FsType         string    `json:"fsType,omitempty"`
 	Block          bool      `json:"block,omitempty"`
 	GroupID        string    `json:"groupID,omitempty"`
+	Layout         string    `json:"layout,omitempty"` // the source volume's
 	Created        time.Time `json:"created"`
 }
 

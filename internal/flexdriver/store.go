@@ -2,6 +2,7 @@ package flexdriver
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/backend/local"
@@ -51,3 +52,18 @@ type localStore struct {
 }
 
 func (s localStore) VolumeOf(dev string) (string, error) { return s.VolumeOfDevice(dev) }
+
+// Stage refuses a native-layout volume (a btrfs subvolume, made through
+// CSI on the same pool): the flex driver finds its stages by their loop
+// device, and a subvolume's bind has none, so unmount could never release
+// it.
+func (s localStore) Stage(ctx context.Context, req *backend.StageRequest) error {
+	v, err := s.GetVolume(ctx, req.ID, nil)
+	if err != nil {
+		return err
+	}
+	if v.Layout != "" {
+		return fmt.Errorf("volume %s has layout %s, served through CSI only: %w", req.ID, v.Layout, backend.ErrUnsupported)
+	}
+	return s.Backend.Stage(ctx, req)
+}

@@ -24,7 +24,6 @@ func TestFindByIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer loop.Detach(dev)
 	again, err := loop.Attach(image, loop.Options{})
 	if err != nil || again != dev {
 		t.Fatalf("a second attach gave %q %v, want %s", again, err, dev)

@@ -418,3 +418,31 @@ func (m *Mounter) Resize(dev, path string) error {
 	}
 	return nil
 }
+
+// MountsOfDir returns the mounts whose root is the directory dir (a bind of
+// it, or of a btrfs subvolume, which is a directory with an identity of
+// its own), keyed by mount point. Candidates are those whose root ends in
+// dir's own name (mountinfo shows roots relative to their filesystem, the
+// same in every mount namespace); a stat of each decides by identity
+// (device and inode), never by the path string.
+func MountsOfDir(dir string) (map[string]*Info, error) {
+	var want unix.Stat_t
+	if err := unix.Stat(dir, &want); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	name := filepath.Base(dir)
+	infos, err := mountinfo.GetMounts(func(i *Info) (skip, stop bool) {
+		return IsFUSE(i) || filepath.Base(i.Root) != name, false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	out := map[string]*Info{}
+	for _, i := range infos {
+		var st unix.Stat_t
+		if unix.Stat(i.Mountpoint, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+			out[i.Mountpoint] = i
+		}
+	}
+	return out, nil
+}

@@ -35,6 +35,9 @@ type variant struct {
 	// with a mounter in this process; mounter is the kind it uses.
 	s3      bool
 	mounter string
+	// native: layout "native" (btrfs subvolumes with quotas) on a pool
+	// that is a btrfs filesystem of its own.
+	native bool
 }
 
 var variants = []variant{
@@ -43,6 +46,7 @@ var variants = []variant{
 	{name: "block, attach", accessType: "block", attach: true, maxPerNode: 4},
 	{name: "block, no attach", accessType: "block"},
 	{name: "mount btrfs, attach, split controller and node", accessType: "mount", fsType: "btrfs", attach: true, maxPerNode: 4, split: true},
+	{name: "native layout on a btrfs pool, attach", accessType: "mount", native: true, attach: true, maxPerNode: 4},
 	{name: "s3, a bucket per volume, built-in mounter", accessType: "mount", s3: true},
 	{name: "s3, a prefix per volume, s3fs, split controller and node", accessType: "mount", s3: true, mounter: "s3fs", split: true},
 }
@@ -52,6 +56,7 @@ func TestSanity(t *testing.T) {
 	dir := t.TempDir()
 	t.Cleanup(func() { testutil.Cleanup(dir) })
 	objects := startObjectStorage(t, dir)
+	var pools []func() error // btrfs pools, taken down before CheckClean
 	for i, v := range variants {
 		base := filepath.Join(dir, string(rune('a'+i)))
 		cfg := sanity.NewTestConfig()
@@ -59,6 +64,11 @@ func TestSanity(t *testing.T) {
 			cfg = objects.config(t, base, v)
 			Describe(v.name, func() { sanity.GinkgoTest(&cfg) })
 			continue
+		}
+		if v.native {
+			// Before the driver starts, so it comes down after it stops.
+			_, down := testutil.BtrfsPool(t, base, "pool", 4*local.GiB)
+			pools = append(pools, down)
 		}
 		if v.split {
 			cfg.Address = startDriver(t, base, "node", csi.ModeNode, v)
@@ -78,11 +88,19 @@ func TestSanity(t *testing.T) {
 		if v.fsType != "" {
 			cfg.TestVolumeParameters = map[string]string{"fsType": v.fsType}
 		}
+		if v.native {
+			cfg.TestVolumeParameters = map[string]string{"layout": "native"}
+		}
 		Describe(v.name, func() { sanity.GinkgoTest(&cfg) })
 	}
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "csi-sanity on volplug local")
 
+	for _, down := range pools {
+		if err := down(); err != nil {
+			t.Error(err)
+		}
+	}
 	testutil.CheckClean(t, dir)
 }
 

@@ -105,6 +105,13 @@ func (b *Backend) promised() (int64, error) {
 	}
 	var total int64
 	for _, v := range vols {
+		if isNative(v) {
+			// Its qgroup lets it reference up to its size, and blocks it
+			// shares with snapshots take new space when overwritten: the
+			// whole size is promised, beside what it already holds.
+			total += v.Size
+			continue
+		}
 		var st unix.Stat_t
 		if err := unix.Stat(b.pool.image(v.ID), &st); err != nil {
 			if errors.Is(err, unix.ENOENT) {

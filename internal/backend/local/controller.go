@@ -53,6 +53,10 @@ type Backend struct {
 	attachMu sync.Mutex
 	// formatSem bounds concurrent mkfs runs, which each take memory and a core.
 	formatSem chan struct{}
+	// quotaOn is set once btrfs quotas are known to be on in the pool
+	// (native layout).
+	quotaMu sync.Mutex
+	quotaOn bool
 }
 
 // New opens (or creates) the pool at dir for the node named node, as the
@@ -107,8 +111,8 @@ func (b *Backend) Capabilities() backend.Capabilities {
 		Stats: true, Health: true, Block: true, Ephemeral: true, Modify: true}
 }
 
-// paramFsType is the one StorageClass parameter: the filesystem to format
-// with when the claim's capability names none.
+// paramFsType is a StorageClass parameter: the filesystem to format with
+// when the claim's capability names none. (The other is paramLayout.)
 const paramFsType = "fsType"
 
 // Dir returns the pool's resolved path.
@@ -119,8 +123,8 @@ func (b *Backend) Dir() string { return b.pool.dir }
 // properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
 	for k := range req.Parameters {
-		if k != paramFsType {
-			return nil, fmt.Errorf("unknown parameter %q (known: %s): %w", k, paramFsType, backend.ErrInvalid)
+		if k != paramFsType && k != paramLayout {
+			return nil, fmt.Errorf("unknown parameter %q (known: %s, %s): %w", k, paramFsType, paramLayout, backend.ErrInvalid)
 		}
 	}
 	fsType := req.FsType
@@ -139,7 +143,14 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if err != nil {
 		return nil, err
 	}
+	layout, err := b.chooseLayout(req, src)
+	if err != nil {
+		return nil, err
+	}
 	minimum := minSize[fsType]
+	if layout == layoutNative {
+		fsType, minimum = "btrfs", MiB // no mkfs: any limit will do
+	}
 	if src != nil {
 		if !req.Block && req.FsType != "" && src.fsType != "" && req.FsType != src.fsType {
 			return nil, fmt.Errorf("the source holds %s, not %s: %w", src.fsType, req.FsType, backend.ErrInvalid)
@@ -159,7 +170,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	id := volumeID(req.Name)
 	if v, err := b.pool.readVolume(id); err == nil {
-		if v.Name != req.Name || v.Size < req.MinSize || (req.MaxSize > 0 && v.Size > req.MaxSize) ||
+		if v.Name != req.Name || v.Layout != layout || v.Size < req.MinSize || (req.MaxSize > 0 && v.Size > req.MaxSize) ||
 			v.Block != req.Block || v.FsType != fsType || !maps.Equal(v.Parameters, req.Parameters) ||
 			v.Source != sourceName(req) {
 			return nil, fmt.Errorf("volume %q: %w", req.Name, backend.ErrAlreadyExists)
@@ -173,12 +184,13 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		ID: id, Name: req.Name, Size: size, FsType: fsType, Block: req.Block,
 		Node: b.node, Parameters: req.Parameters, Created: time.Now().UTC(),
 		Source: sourceName(req), Ephemeral: req.Ephemeral, Mutable: mutable,
+		Layout: layout,
 	}
 	tmp := filepath.Join(b.pool.dir, tmpDir, id+"."+randomSuffix())
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
-	defer os.RemoveAll(tmp) // a no-op once the rename below succeeded
+	defer removeTree(tmp) // a no-op once the rename below succeeded
 	// The space is set aside until the volume is in place, where promised
 	// counts it.
 	release, err := b.reserveSpace(size)
@@ -187,7 +199,9 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	defer release()
 	image := filepath.Join(tmp, imageFile)
-	if src == nil {
+	if layout == layoutNative {
+		err = makeNative(tmp, src, v)
+	} else if src == nil {
 		err = makeImage(image, size)
 	} else {
 		err = b.copyFrom(src, image, v)
@@ -210,6 +224,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 // contentSource is what a new volume copies.
 type contentSource struct {
 	image  string
+	subvol string // set when the source is native: a subvolume
 	size   int64
 	fsType string
 	volume *backend.Volume // set when the source is a live volume
@@ -232,13 +247,21 @@ func (b *Backend) source(req *backend.CreateRequest) (*contentSource, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &contentSource{image: filepath.Join(b.pool.snapshotDir(s.ID), imageFile), size: s.Size, fsType: s.FsType}, nil
+		c := &contentSource{image: filepath.Join(b.pool.snapshotDir(s.ID), imageFile), size: s.Size, fsType: s.FsType}
+		if s.Layout == layoutNative {
+			c.image, c.subvol = "", filepath.Join(b.pool.snapshotDir(s.ID), subvolName)
+		}
+		return c, nil
 	case req.SourceVolume != "":
 		v, err := b.pool.readVolume(req.SourceVolume)
 		if err != nil {
 			return nil, err
 		}
-		return &contentSource{image: b.pool.image(v.ID), size: v.Size, fsType: v.FsType, volume: v}, nil
+		c := &contentSource{image: b.pool.image(v.ID), size: v.Size, fsType: v.FsType, volume: v}
+		if isNative(v) {
+			c.image, c.subvol = "", b.pool.subvol(v.ID)
+		}
+		return c, nil
 	}
 	return nil, nil
 }
@@ -281,6 +304,13 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	if err != nil {
 		return err
 	}
+	if isNative(v) {
+		if users, err := b.nativeUsers(id); err != nil {
+			return err
+		} else if len(users) > 0 {
+			return fmt.Errorf("volume %s is staged or published at %v: %w", id, keys(users), backend.ErrInUse)
+		}
+	}
 	devs, err := loop.Ending("/" + id + "/" + imageFile)
 	if err != nil {
 		return err
@@ -305,7 +335,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}
-	if err := os.RemoveAll(trash); err != nil {
+	if err := removeTree(trash); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}
 	return nil
@@ -368,4 +398,13 @@ func (b *Backend) releaseOrphan(v *backend.Volume, devs []loop.Device) error {
 		}
 	}
 	return nil
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

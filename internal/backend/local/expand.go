@@ -22,6 +22,17 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ bac
 	if size <= v.Size { // never shrink; asking for less is already done
 		return v.Size, v.ResizePending, nil
 	}
+	if isNative(v) {
+		// The limit is the size: nothing to grow on the node.
+		if err := b.expandNative(v, size); err != nil {
+			return 0, false, fmt.Errorf("expand %s: %w", id, err)
+		}
+		v.Size = size
+		if err := writeVolume(b.pool.volumeDir(id), v); err != nil {
+			return 0, false, fmt.Errorf("expand %s: %w", id, err)
+		}
+		return size, false, nil
+	}
 	size = (size + 511) / 512 * 512 // whole sectors: what a loop device can show
 	if err := b.growImage(v, size); err != nil {
 		return 0, false, fmt.Errorf("expand %s: %w", id, err)
@@ -62,6 +73,18 @@ func (b *Backend) ExpandFilesystem(ctx context.Context, id, path string, _ int64
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return 0, err
+	}
+	if isNative(v) {
+		// Its limit was raised by ExpandVolume; the node has nothing to do,
+		// but the volume must be where the CO says.
+		users, err := b.nativeUsers(id)
+		if err != nil {
+			return 0, err
+		}
+		if _, ok := users[path]; !ok {
+			return 0, fmt.Errorf("volume %s is not mounted at %s: %w", id, path, backend.ErrNotFound)
+		}
+		return v.Size, nil
 	}
 	dev, err := loop.Find(b.pool.image(id))
 	if err != nil {

@@ -20,8 +20,12 @@ import (
 // Stats reports the volume's own filesystem at path (not the host's), or
 // the device size of a raw block volume.
 func (b *Backend) Stats(ctx context.Context, id, path string) (*backend.Stats, error) {
-	if _, err := b.pool.readVolume(id); err != nil {
+	v, err := b.pool.readVolume(id)
+	if err != nil {
 		return nil, err
+	}
+	if isNative(v) {
+		return b.nativeStats(ctx, v, path)
 	}
 	dev, err := loop.Find(b.pool.image(id))
 	if err != nil {
@@ -76,6 +80,10 @@ func (b *Backend) VolumeHealth(ctx context.Context, id string) (*backend.Health,
 		return nil, err
 	}
 	h := &backend.Health{}
+	if isNative(v) {
+		b.nativeHealth(h, id)
+		return h, nil
+	}
 	var st unix.Stat_t
 	switch err := unix.Stat(b.pool.image(id), &st); {
 	case errors.Is(err, unix.ENOENT):
@@ -106,7 +114,12 @@ func (b *Backend) NodeHealth(ctx context.Context, id string, paths ...string) (*
 		return nil, err
 	}
 	users := map[string]*mount.Info{}
-	if dev != "" {
+	if v, err := b.pool.readVolume(id); err == nil && isNative(v) {
+		if users, err = b.nativeUsers(id); err != nil {
+			return nil, err
+		}
+		dev = "(none: a subvolume)" // served by no device; "" reads as lost
+	} else if dev != "" {
 		if users, err = mount.UsersOf(dev); err != nil {
 			return nil, err
 		}
@@ -168,6 +181,9 @@ func (b *Backend) VolumeAt(ctx context.Context, path string) (string, error) {
 	info, err := b.mount.Mounted(path)
 	if err != nil || info == nil {
 		return "", err
+	}
+	if id, err := b.nativeVolumeAt(path, info); err != nil || id != "" {
+		return id, err
 	}
 	return b.VolumeOfDevice(mount.SourceDevice(info))
 }

@@ -22,7 +22,7 @@ import (
 // rig is a pool in a temporary directory with a staging and target path per
 // volume, torn down (and checked clean) when the test ends.
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	b   *Backend
 }

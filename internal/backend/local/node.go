@@ -30,6 +30,9 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		// a volume is one filesystem for its whole life.
 		return fmt.Errorf("volume %s is %s, not %s: %w", req.ID, v.FsType, req.FsType, backend.ErrPrecondition)
 	}
+	if isNative(v) {
+		return b.stageNative(req)
+	}
 	image := b.pool.image(req.ID)
 	staging := b.stagingPath(req.ID, req.StagingPath)
 	if !req.Block {
@@ -210,6 +213,11 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 	}
 	image := b.pool.image(id)
 	stagingPath = b.stagingPath(id, stagingPath)
+	// A volume deleted meanwhile has no metadata; it was an image or its
+	// subvolume is gone, and the image path below handles both.
+	if v, err := b.pool.readVolume(id); err == nil && isNative(v) {
+		return b.unstageNative(id, stagingPath)
+	}
 	// Still published somewhere: unstaging now would pull the disk from
 	// under a pod. The CO unpublishes first; say so if it did not.
 	var stages []string
@@ -255,8 +263,12 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 // Publish bind-mounts the staged filesystem, or the loop device itself for a
 // block volume, at the target path, which it creates.
 func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) error {
-	if _, err := b.pool.readVolume(req.ID); err != nil {
+	v, err := b.pool.readVolume(req.ID)
+	if err != nil {
 		return err
+	}
+	if isNative(v) {
+		return b.publishNative(req)
 	}
 	image := b.pool.image(req.ID)
 	dev, err := loop.Find(image)
@@ -283,6 +295,30 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 	if err != nil {
 		return err
 	}
+	return b.bindTarget(req, source, staging, users)
+}
+
+// publishNative binds the staged subvolume at the target path.
+func (b *Backend) publishNative(req *backend.PublishRequest) error {
+	if req.Block {
+		return fmt.Errorf("volume %s is a btrfs subvolume (layout %s), not a block device: %w", req.ID, layoutNative, backend.ErrInvalid)
+	}
+	staging := b.stagingPath(req.ID, req.StagingPath)
+	if staged, err := b.nativeAt(staging, req.ID); err != nil {
+		return err
+	} else if !staged {
+		return fmt.Errorf("volume %s is not staged at %s: %w", req.ID, staging, errNotStaged)
+	}
+	users, err := b.nativeUsers(req.ID)
+	if err != nil {
+		return err
+	}
+	return b.bindTarget(req, staging, staging, users)
+}
+
+// bindTarget binds source at the target path unless the volume is there
+// already; users are the volume's mounts, by mount point.
+func (b *Backend) bindTarget(req *backend.PublishRequest, source, staging string, users map[string]*mount.Info) (err error) {
 	if info, ok := users[req.TargetPath]; ok {
 		if slices.Contains(strings.Split(info.Options, ","), "ro") != req.ReadOnly {
 			return fmt.Errorf("%s is already published with other options: %w", req.TargetPath, backend.ErrAlreadyExists)

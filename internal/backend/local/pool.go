@@ -7,6 +7,7 @@
 //
 //	<pool>/volumes/<id>/volume.json   metadata, replaced atomically
 //	<pool>/volumes/<id>/disk.img      the disk image
+//	<pool>/volumes/<id>/data          or, layout native, a btrfs subvolume
 //	<pool>/.tmp/                      volumes being made (cleared at start)
 //	<pool>/.trash/                    volumes being removed (cleared at start)
 package local
@@ -83,7 +84,7 @@ func (p *pool) recover() error {
 					continue
 				}
 			}
-			if err := os.RemoveAll(filepath.Join(p.dir, d, e.Name())); err != nil {
+			if err := removeTree(filepath.Join(p.dir, d, e.Name())); err != nil {
 				return fmt.Errorf("pool %s: clear %s: %w", p.dir, e.Name(), err)
 			}
 		}

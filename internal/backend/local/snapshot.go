@@ -85,7 +85,9 @@ func (b *Backend) CreateSnapshot(ctx context.Context, name, sourceID string) (*b
 func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, ids, names []string, group string) ([]*backend.Snapshot, error) {
 	var need int64
 	for _, v := range vols {
-		need += v.Size
+		if !isNative(v) { // a subvolume snapshot shares every block
+			need += v.Size
+		}
 	}
 	release, err := b.reserveSpace(need)
 	if err != nil {
@@ -97,7 +99,7 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 	defer func() {
 		for _, t := range tmps {
 			if t != "" {
-				os.RemoveAll(t)
+				_ = removeTree(t)
 			}
 		}
 	}()
@@ -115,7 +117,11 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 	now := time.Now().UTC()
 	shared := make([]bool, len(vols))
 	for i, v := range vols {
-		shared[i], err = cloneImage(b.pool.image(v.ID), filepath.Join(tmps[i], imageFile))
+		if isNative(v) {
+			err = snapshotSubvolume(b.pool.subvol(v.ID), filepath.Join(tmps[i], subvolName), true)
+		} else {
+			shared[i], err = cloneImage(b.pool.image(v.ID), filepath.Join(tmps[i], imageFile))
+		}
 		if err != nil {
 			break
 		}
@@ -129,7 +135,7 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 	for i, v := range vols {
 		snaps[i] = &backend.Snapshot{
 			ID: ids[i], Name: names[i], SourceVolumeID: v.ID, Size: v.Size,
-			FsType: v.FsType, Block: v.Block, GroupID: group, Created: now,
+			FsType: v.FsType, Block: v.Block, GroupID: group, Created: now, Layout: v.Layout,
 		}
 		if err := writeJSONAtomic(filepath.Join(tmps[i], snapMeta), snaps[i]); err != nil {
 			return nil, err
@@ -180,7 +186,7 @@ func (b *Backend) removeDir(dir string) error {
 	if err := syncDir(filepath.Dir(dir)); err != nil {
 		return err
 	}
-	return os.RemoveAll(trash)
+	return removeTree(trash)
 }
 
 func (b *Backend) GetSnapshot(ctx context.Context, id string) (*backend.Snapshot, error) {
@@ -311,7 +317,7 @@ func (p *pool) clearOrphans() error {
 			continue
 		}
 		if _, err := os.Stat(p.groupFile(s.GroupID)); errors.Is(err, os.ErrNotExist) {
-			if err := os.RemoveAll(p.snapshotDir(s.ID)); err != nil {
+			if err := removeTree(p.snapshotDir(s.ID)); err != nil {
 				return err
 			}
 		}
