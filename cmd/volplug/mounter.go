@@ -30,8 +30,9 @@ func newMounterCommand() *cobra.Command {
 rclone) for the CSI node plugin and the FlexVolume driver, which ask for them
 over a unix socket. Run it as a DaemonSet of its own, or let ` + "`volplug csi`" + `
 start one detached when none answers. On SIGTERM it stops answering and exits;
-s3fs and rclone mounts go on (their processes outlive it and the next mounter
-adopts them), built-in mounts end with it.`,
+built-in mounts end with it. On a host, s3fs and rclone mounts go on (their
+processes outlive it and the next mounter adopts them); in a pod they end with
+the pod's PID namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if detach {
