@@ -22,12 +22,13 @@ var version = "dev"
 
 func newCSICommand() *cobra.Command {
 	var (
-		opts        csi.Options
-		backendName string
-		endpoint    string
-		pool        string
-		mode        string
-		s3opts      s3.Options
+		opts           csi.Options
+		backendName    string
+		endpoint       string
+		pool           string
+		mode           string
+		s3opts         s3.Options
+		formatOnCreate bool
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -48,10 +49,11 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 				if pool == "" {
 					return fmt.Errorf("--pool is required with --backend=local")
 				}
-				lb, err := local.New(pool, opts.NodeID)
+				lb, err := local.New(pool, opts.NodeID, local.FormatOnCreate(formatOnCreate))
 				if err != nil {
 					return err
 				}
+				defer lb.Close() // stops background formats; their marks make the next stage redo them
 				b = lb
 			case "s3":
 				if !cmd.Flags().Changed("driver-name") {
@@ -86,6 +88,7 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 	f.StringVar(&endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
 	f.StringVar(&opts.NodeID, "node-id", host, "this node's name")
 	f.StringVar(&pool, "pool", "", "directory that holds the disk images (local backend)")
+	f.BoolVar(&formatOnCreate, "format-on-create", true, "format a new blank filesystem volume in the background right after CreateVolume; a stage that comes first waits for it (local backend)")
 	f.StringVar(&opts.Name, "driver-name", "local.csi.volplug.io", "CSI driver name")
 	f.StringVar(&mode, "mode", "all", "services to serve: all, controller or node")
 	f.BoolVar(&opts.EnableAttach, "enable-attach", false, "advertise ControllerPublish and require it before NodeStage")

@@ -105,10 +105,11 @@ func TestSanity(t *testing.T) {
 }
 
 func startDriver(t *testing.T, base, name string, mode csi.Mode, v variant) string {
-	b, err := local.New(filepath.Join(base, "pool"), "sanity-node")
+	b, err := local.New(filepath.Join(base, "pool"), "sanity-node", local.FormatOnCreate(true))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = b.Close() }) // after serve's cleanup: it runs first
 	d, err := csi.New(csi.Options{
 		Name: "local.csi.volplug.io", NodeID: "sanity-node", Mode: mode,
 		EnableAttach: v.attach, MaxVolumesPerNode: v.maxPerNode, ExpandOnNode: v.expandOnNode,

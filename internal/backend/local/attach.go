@@ -15,6 +15,9 @@ import (
 // node's attachments against a limit, so without one attaches of different
 // volumes proceed in parallel.
 func (b *Backend) Attach(ctx context.Context, id, node string, readOnly bool, maxPerNode int) error {
+	if err := b.waitFormat(ctx, id); err != nil { // the format rewrites the metadata
+		return err
+	}
 	if maxPerNode > 0 {
 		b.attachMu.Lock()
 		defer b.attachMu.Unlock()
@@ -54,6 +57,9 @@ func (b *Backend) Attach(ctx context.Context, id, node string, readOnly bool, ma
 
 // Detach forgets that node uses the volume.
 func (b *Backend) Detach(ctx context.Context, id, node string) error {
+	if err := b.waitFormat(ctx, id); err != nil { // the format rewrites the metadata
+		return err
+	}
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return err

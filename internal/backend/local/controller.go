@@ -57,15 +57,30 @@ type Backend struct {
 	// (native layout).
 	quotaMu sync.Mutex
 	quotaOn bool
+
+	// formatOnCreate starts a background format after CreateVolume (see
+	// bgformat.go); bgJobs are the formats in flight, by volume ID, and
+	// bgCtx ends them all at Close.
+	formatOnCreate bool
+	bgMu           sync.Mutex
+	bgJobs         map[string]*formatJob
+	bgCtx          context.Context
+	bgStop         context.CancelFunc
+	bgWG           sync.WaitGroup
 }
 
 // New opens (or creates) the pool at dir for the node named node, as the
 // pool's one long-running owner: it recovers from a crash first (clears
 // half-done work, thaws filesystems a dead snapshot left frozen).
-func New(dir, node string) (*Backend, error) {
+//
+// Close it to stop its background work.
+func New(dir, node string, opts ...Option) (*Backend, error) {
 	b, err := Open(dir, node)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(b)
 	}
 	if err := b.pool.recover(); err != nil {
 		return nil, err
@@ -100,7 +115,9 @@ func Open(dir, node string) (*Backend, error) {
 		mount:     mount.New(),
 		resizer:   mountutils.NewResizeFs(utilexec.New()),
 		formatSem: make(chan struct{}, 8),
+		bgJobs:    map[string]*formatJob{},
 	}
+	b.bgCtx, b.bgStop = context.WithCancel(context.Background())
 	return b, nil
 }
 
@@ -139,7 +156,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if !req.Block && !mount.Supported(fsType) {
 		return nil, fmt.Errorf("filesystem %q: use ext4, xfs or btrfs: %w", fsType, backend.ErrInvalid)
 	}
-	src, err := b.source(req)
+	src, err := b.source(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +229,21 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if err := writeVolume(tmp, v); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
+	var lock *os.File
+	if b.formatOnCreate && wantsBackgroundFormat(v, src) {
+		// Locked before the volume appears, so no stage can come between.
+		if lock, err = lockDir(tmp); err != nil {
+			return nil, fmt.Errorf("create volume %s: %w", id, err)
+		}
+	}
 	if err := os.Rename(tmp, b.pool.volumeDir(id)); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
+	}
+	if lock != nil {
+		b.startFormat(v, lock)
 	}
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
@@ -240,7 +270,7 @@ func sourceName(req *backend.CreateRequest) string {
 	return ""
 }
 
-func (b *Backend) source(req *backend.CreateRequest) (*contentSource, error) {
+func (b *Backend) source(ctx context.Context, req *backend.CreateRequest) (*contentSource, error) {
 	switch {
 	case req.SourceSnapshot != "":
 		s, err := b.pool.readSnapshot(req.SourceSnapshot)
@@ -253,6 +283,9 @@ func (b *Backend) source(req *backend.CreateRequest) (*contentSource, error) {
 		}
 		return c, nil
 	case req.SourceVolume != "":
+		if err := b.waitFormat(ctx, req.SourceVolume); err != nil {
+			return nil, err
+		}
 		v, err := b.pool.readVolume(req.SourceVolume)
 		if err != nil {
 			return nil, err
@@ -297,6 +330,11 @@ func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) 
 // DeleteVolume removes the volume's directory. A volume still attached to a
 // loop device (staged) or to a node is in use and stays.
 func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets) error {
+	// A volume nobody has staged yet need not be formatted: stop, so that
+	// its loop device is gone before the checks below.
+	if err := b.cancelFormat(ctx, id); err != nil {
+		return err
+	}
 	v, err := b.pool.readVolume(id)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil

@@ -15,6 +15,9 @@ import (
 // the volume is staged. The filesystem is grown by ExpandFilesystem, or at
 // the next stage if the volume is not staged now.
 func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ backend.Secrets) (int64, bool, error) {
+	if err := b.waitFormat(ctx, id); err != nil { // the format rewrites the metadata
+		return 0, false, err
+	}
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return 0, false, err

@@ -45,6 +45,9 @@ func directIO(v *backend.Volume) bool {
 // ModifyVolume changes the volume's mutable parameters, applying them at
 // once to a staged volume.
 func (b *Backend) ModifyVolume(ctx context.Context, id string, params map[string]string) error {
+	if err := b.waitFormat(ctx, id); err != nil { // the format rewrites the metadata
+		return err
+	}
 	v, err := b.pool.readVolume(id)
 	if err != nil {
 		return err

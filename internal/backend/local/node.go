@@ -21,6 +21,10 @@ import (
 // Everything Stage checks it reads from the kernel, so a repeat after a
 // crash or restart finds the work already done.
 func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err error) {
+	// Before reading the metadata: the format rewrites it.
+	if err := b.waitFormat(ctx, req.ID); err != nil {
+		return err
+	}
 	v, err := b.pool.readVolume(req.ID)
 	if err != nil {
 		return err
@@ -65,7 +69,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if fsType == "" {
 		fsType = "ext4"
 	}
-	if err := b.formatIfBlank(ctx, v, dev, fsType, req.ReadOnly); err != nil {
+	if err := b.formatIfBlank(ctx, v, dev, fsType, req.ReadOnly, false); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	if v.ResizePending && strings.HasPrefix(fsType, "ext") && !req.ReadOnly {
@@ -157,7 +161,10 @@ func (b *Backend) stagedAt(path, image string) (bool, error) {
 // short by a crash (which leaves written blocks and maybe no signature) is
 // recognised as ours: nothing but mkfs ever wrote there, since a volume is
 // mounted only after the mark is cleared, and it is wiped and done again.
-func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsType string, readOnly bool) error {
+//
+// background is the format after CreateVolume: it holds formatSem already,
+// and leaves a filesystem it finds to the stage's check.
+func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsType string, readOnly, background bool) error {
 	if !v.Formatting {
 		existing, err := b.mount.DiskFormat(dev)
 		if err != nil {
@@ -165,7 +172,7 @@ func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsT
 		}
 		switch {
 		case existing == fsType:
-			if readOnly {
+			if readOnly || background {
 				return nil
 			}
 			return b.mount.Check(ctx, dev, fsType)
@@ -182,11 +189,13 @@ func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsT
 			return fmt.Errorf("the volume holds data but no filesystem blkid knows; refusing to format it: %w", backend.ErrPrecondition)
 		}
 	}
-	select {
-	case b.formatSem <- struct{}{}:
-		defer func() { <-b.formatSem }()
-	case <-ctx.Done():
-		return ctx.Err()
+	if !background {
+		select {
+		case b.formatSem <- struct{}{}:
+			defer func() { <-b.formatSem }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if v.Formatting {
 		if err := b.mount.Wipe(ctx, dev); err != nil {

@@ -69,6 +69,9 @@ func (b *Backend) CreateSnapshot(ctx context.Context, name, sourceID string) (*b
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return nil, err
 	}
+	if err := b.waitFormat(ctx, sourceID); err != nil { // the format rewrites the metadata
+		return nil, err
+	}
 	v, err := b.pool.readVolume(sourceID)
 	if err != nil {
 		return nil, err
@@ -234,6 +237,9 @@ func (b *Backend) CreateGroupSnapshot(ctx context.Context, name string, sourceID
 	ids := make([]string, len(sourceIDs))
 	names := make([]string, len(sourceIDs))
 	for i, src := range sourceIDs {
+		if err := b.waitFormat(ctx, src); err != nil { // the format rewrites the metadata
+			return nil, err
+		}
 		v, err := b.pool.readVolume(src)
 		if err != nil {
 			return nil, err

@@ -1,0 +1,174 @@
+package local
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/loop"
+	"github.com/volplug/volplug/internal/testutil"
+)
+
+// newBgRig is a rig whose backend formats in the background after create.
+func newBgRig(t *testing.T) *rig {
+	t.Helper()
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	b, err := New(filepath.Join(dir, "pool"), "node-a", FormatOnCreate(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return &rig{t: t, dir: dir, b: b}
+}
+
+func (r *rig) jobs() int {
+	r.b.bgMu.Lock()
+	defer r.b.bgMu.Unlock()
+	return len(r.b.bgJobs)
+}
+
+// After CreateVolume alone the image holds the filesystem, the mark is
+// cleared and no loop device is left; the stage then only mounts.
+func TestBackgroundFormatAfterCreate(t *testing.T) {
+	r := newBgRig(t)
+	ctx := context.Background()
+	for _, fs := range []string{"ext4", "xfs"} {
+		v := r.create("bg-"+fs, 300*MiB, fs, false)
+		r.must(r.b.waitFormat(ctx, v.ID))
+		image := r.b.pool.image(v.ID)
+		if got, err := r.b.mount.DiskFormat(image); err != nil || got != fs {
+			t.Fatalf("%s: image holds %q (%v) before any stage", fs, got, err)
+		}
+		if dev, err := loop.Find(image); err != nil || dev != "" {
+			t.Fatalf("%s: loop device %q (%v) left after the format", fs, dev, err)
+		}
+		got, err := r.b.GetVolume(ctx, v.ID, nil)
+		r.must(err)
+		if got.Formatting {
+			t.Fatalf("%s: the mark outlived the format", fs)
+		}
+		r.must(r.stage(v, false))
+		if fsTypeAt(t, r.staging(v.ID)) != fs {
+			t.Fatalf("%s: staged filesystem is not %s", fs, fs)
+		}
+		r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+		r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+	}
+	testutil.CheckClean(t, r.dir)
+}
+
+// A stage (and an attach) that comes while the format runs waits for it
+// and succeeds; so do several at once.
+func TestStageWaitsForBackgroundFormat(t *testing.T) {
+	r := newBgRig(t)
+	ctx := context.Background()
+	const n = 4
+	vols := make([]*backend.Volume, n)
+	for i := range vols {
+		vols[i] = r.create("race-"+string(rune('a'+i)), 300*MiB, "xfs", false)
+	}
+	errs := make(chan error, n)
+	for _, v := range vols {
+		go func() {
+			if err := r.b.Attach(ctx, v.ID, "node-a", false, 0); err != nil {
+				errs <- err
+				return
+			}
+			errs <- r.stage(v, false)
+		}()
+	}
+	for range vols {
+		r.must(<-errs)
+	}
+	for _, v := range vols {
+		if fsTypeAt(t, r.staging(v.ID)) != "xfs" {
+			t.Fatalf("%s: not xfs", v.ID)
+		}
+		got, err := r.b.GetVolume(ctx, v.ID, nil)
+		r.must(err)
+		if len(got.AttachedTo) != 1 || got.Formatting {
+			t.Fatalf("%s: metadata after the race: attached %v, formatting %v", v.ID, got.AttachedTo, got.Formatting)
+		}
+		r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+		r.must(r.b.Detach(ctx, v.ID, "node-a"))
+		r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+	}
+	testutil.CheckClean(t, r.dir)
+}
+
+// DeleteVolume right after create stops the format and leaves nothing:
+// no loop device, no volume.
+func TestDeleteDuringBackgroundFormat(t *testing.T) {
+	r := newBgRig(t)
+	ctx := context.Background()
+	for i := range 4 {
+		v := r.create("gone-"+string(rune('a'+i)), 300*MiB, "xfs", false)
+		r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+		if _, err := r.b.GetVolume(ctx, v.ID, nil); err == nil {
+			t.Fatalf("%s still there", v.ID)
+		}
+	}
+	if n := r.jobs(); n != 0 {
+		t.Fatalf("%d formats still registered", n)
+	}
+	testutil.CheckClean(t, r.dir)
+}
+
+// Raw block volumes and copies are not formatted ahead: one holds no
+// filesystem of ours, the other holds its source's.
+func TestNoBackgroundFormatForBlockOrCopies(t *testing.T) {
+	r := newBgRig(t)
+	ctx := context.Background()
+	blk := r.create("raw", 64*MiB, "", true)
+	if n := r.jobs(); n != 0 {
+		t.Fatalf("a raw block volume started %d formats", n)
+	}
+	src := r.create("src", 64*MiB, "ext4", false)
+	r.must(r.b.waitFormat(ctx, src.ID))
+	clone, err := r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "clone", MinSize: 64 * MiB, FsType: "ext4", SourceVolume: src.ID})
+	r.must(err)
+	if n := r.jobs(); n != 0 {
+		t.Fatalf("a clone started %d formats", n)
+	}
+	for _, v := range []*backend.Volume{blk, src, clone} {
+		r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+	}
+	testutil.CheckClean(t, r.dir)
+}
+
+// Close stops a format in flight and detaches its device; a format cut
+// short (by Close, or by a kill: the same mark) is redone by the next
+// stage of a new backend on the pool.
+func TestCloseDuringBackgroundFormat(t *testing.T) {
+	r := newBgRig(t)
+	ctx := context.Background()
+	v := r.create("closed", 300*MiB, "xfs", false)
+	// Let it reach mkfs, as a kill would find it, when the machine allows.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if got, err := r.b.GetVolume(ctx, v.ID, nil); err == nil && got.Formatting {
+			t.Log("closing with the mark set")
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.must(r.b.Close())
+	if dev, err := loop.Find(r.b.pool.image(v.ID)); err != nil || dev != "" {
+		t.Fatalf("loop device %q (%v) left after Close", dev, err)
+	}
+	again, err := New(r.b.pool.dir, "node-a", FormatOnCreate(true))
+	r.must(err)
+	defer again.Close()
+	r.b = again
+	r.must(r.stage(v, false))
+	if fsTypeAt(t, r.staging(v.ID)) != "xfs" {
+		t.Fatal("not xfs after the redo")
+	}
+	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+	testutil.CheckClean(t, r.dir)
+}
