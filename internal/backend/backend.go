@@ -82,6 +82,11 @@ type Volume struct {
 	ResizePending bool `json:"resizePending,omitempty"`
 	// Formatting marks a first format in progress (see local.formatIfBlank).
 	Formatting bool `json:"formatting,omitempty"`
+	// Fresh marks a filesystem formatted ahead of its first stage (the
+	// local backend's background format) and never mounted since: that
+	// stage mounts it without probing or checking it, as nothing else has
+	// written there. The stage clears it before mounting.
+	Fresh bool `json:"fresh,omitempty"`
 	// Shared is set once the image shares blocks with a snapshot or clone
 	// (reflink): overwriting them takes new space, so all of Size is
 	// counted as promised.

@@ -48,10 +48,13 @@ func TestBackgroundFormatAfterCreate(t *testing.T) {
 		}
 		got, err := r.b.GetVolume(ctx, v.ID, nil)
 		r.must(err)
-		if got.Formatting {
-			t.Fatalf("%s: the mark outlived the format", fs)
+		if got.Formatting || !got.Fresh {
+			t.Fatalf("%s: after the format: formatting %v, fresh %v", fs, got.Formatting, got.Fresh)
 		}
 		r.must(r.stage(v, false))
+		if got, err = r.b.GetVolume(ctx, v.ID, nil); err != nil || got.Fresh {
+			t.Fatalf("%s: still fresh once mounted (%v)", fs, err)
+		}
 		if fsTypeAt(t, r.staging(v.ID)) != fs {
 			t.Fatalf("%s: staged filesystem is not %s", fs, fs)
 		}
