@@ -22,13 +22,14 @@ var version = "dev"
 
 func newCSICommand() *cobra.Command {
 	var (
-		opts           csi.Options
-		backendName    string
-		endpoint       string
-		pool           string
-		mode           string
-		s3opts         s3.Options
-		formatOnCreate bool
+		opts               csi.Options
+		backendName        string
+		endpoint           string
+		pool               string
+		mode               string
+		s3opts             s3.Options
+		formatOnCreate     bool
+		deleteInBackground bool
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -49,7 +50,7 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 				if pool == "" {
 					return fmt.Errorf("--pool is required with --backend=local")
 				}
-				lb, err := local.New(pool, opts.NodeID, local.FormatOnCreate(formatOnCreate))
+				lb, err := local.New(pool, opts.NodeID, local.FormatOnCreate(formatOnCreate), local.DeleteInBackground(deleteInBackground))
 				if err != nil {
 					return err
 				}
@@ -88,6 +89,7 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 	f.StringVar(&endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
 	f.StringVar(&opts.NodeID, "node-id", host, "this node's name")
 	f.StringVar(&pool, "pool", "", "directory that holds the disk images (local backend)")
+	f.BoolVar(&deleteInBackground, "delete-in-background", true, "DeleteVolume removes the volume at once and reclaims its space in the background; the space counts as used until then (local backend)")
 	f.BoolVar(&formatOnCreate, "format-on-create", true, "format a new blank filesystem volume in the background right after CreateVolume; a stage that comes first waits for it (local backend)")
 	f.StringVar(&opts.Name, "driver-name", "local.csi.volplug.io", "CSI driver name")
 	f.StringVar(&mode, "mode", "all", "services to serve: all, controller or node")

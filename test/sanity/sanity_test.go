@@ -105,7 +105,7 @@ func TestSanity(t *testing.T) {
 }
 
 func startDriver(t *testing.T, base, name string, mode csi.Mode, v variant) string {
-	b, err := local.New(filepath.Join(base, "pool"), "sanity-node", local.FormatOnCreate(true))
+	b, err := local.New(filepath.Join(base, "pool"), "sanity-node", local.FormatOnCreate(true), local.DeleteInBackground(true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,9 +168,13 @@ func (b *Backend) cancelFormat(ctx context.Context, id string) error {
 
 // Close stops the background work and waits for it: a format in flight is
 // cancelled (its mark makes the next stage redo it) and its loop device
-// detached.
+// detached; removals of deleted volumes finish.
 func (b *Backend) Close() error {
+	// Under bgMu: work is added under it only while bgCtx is live, so
+	// none is added once Wait may have begun.
+	b.bgMu.Lock()
 	b.bgStop()
+	b.bgMu.Unlock()
 	b.bgWG.Wait()
 	return nil
 }

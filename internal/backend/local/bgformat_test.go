@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -174,4 +176,39 @@ func TestCloseDuringBackgroundFormat(t *testing.T) {
 	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
 	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
 	testutil.CheckClean(t, r.dir)
+}
+
+// With delete in the background the volume is gone when DeleteVolume
+// returns; its directory leaves .trash soon after, and Close waits for
+// that.
+func TestDeleteInBackground(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	b, err := New(filepath.Join(dir, "pool"), "node-a", FormatOnCreate(true), DeleteInBackground(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, dir: dir, b: b}
+	ctx := context.Background()
+	trash := filepath.Join(b.pool.dir, trashDir)
+	for i, last := range []bool{false, true} {
+		v := r.create("async-"+string(rune('a'+i)), 64*MiB, "ext4", false)
+		r.must(r.stage(v, false))
+		r.must(os.WriteFile(filepath.Join(r.staging(v.ID), "data"), make([]byte, 8<<20), 0o600))
+		r.must(b.Unstage(ctx, v.ID, r.staging(v.ID)))
+		r.must(b.DeleteVolume(ctx, v.ID, nil))
+		if _, err := b.GetVolume(ctx, v.ID, nil); !errors.Is(err, backend.ErrNotFound) {
+			t.Fatalf("volume after delete: %v", err)
+		}
+		if last {
+			r.must(b.Close()) // waits for the removal
+		} else if _, err := b.waitRemovals(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if entries, err := os.ReadDir(trash); err != nil || len(entries) != 0 {
+			t.Fatalf(".trash after the removal: %v %v", entries, err)
+		}
+	}
+	testutil.CheckClean(t, dir)
 }

@@ -64,9 +64,13 @@ type Backend struct {
 	formatOnCreate bool
 	bgMu           sync.Mutex
 	bgJobs         map[string]*formatJob
-	bgCtx          context.Context
-	bgStop         context.CancelFunc
-	bgWG           sync.WaitGroup
+	// deleteInBackground removes deleted volumes in the background (see
+	// trash.go); removals are those in flight, by trash path.
+	deleteInBackground bool
+	removals           map[string]chan struct{}
+	bgCtx              context.Context
+	bgStop             context.CancelFunc
+	bgWG               sync.WaitGroup
 }
 
 // New opens (or creates) the pool at dir for the node named node, as the
@@ -116,6 +120,7 @@ func Open(dir, node string) (*Backend, error) {
 		resizer:   mountutils.NewResizeFs(utilexec.New()),
 		formatSem: make(chan struct{}, 8),
 		bgJobs:    map[string]*formatJob{},
+		removals:  map[string]chan struct{}{},
 	}
 	b.bgCtx, b.bgStop = context.WithCancel(context.Background())
 	return b, nil
@@ -211,6 +216,13 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	// The space is set aside until the volume is in place, where promised
 	// counts it.
 	release, err := b.reserveSpace(size)
+	if errors.Is(err, backend.ErrNoSpace) {
+		// Deleted volumes still being removed hold space that is about
+		// to be free.
+		if waited, werr := b.waitRemovals(ctx); werr == nil && waited {
+			release, err = b.reserveSpace(size)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
@@ -373,7 +385,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}
-	if err := removeTree(trash); err != nil {
+	if err := b.discard(trash); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}
 	return nil
