@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/loop"
@@ -211,4 +214,100 @@ func TestDeleteInBackground(t *testing.T) {
 		}
 	}
 	testutil.CheckClean(t, dir)
+}
+
+// A create that finds too little room because a deleted volume's blocks
+// are not reclaimed yet waits for that removal and succeeds. The removal
+// is staged by hand, so the space is surely held when the create starts.
+func TestCreateWaitsForRemovals(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	at := ext4Pool(t, dir, 256*MiB)
+	b, err := New(at, "node-a", DeleteInBackground(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	before, err := b.Capacity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A deleted volume's image, its blocks still allocated, and its removal.
+	gone := filepath.Join(b.pool.dir, trashDir, "vol-gone.1")
+	if err := os.Mkdir(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(gone, imageFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, before/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	done := make(chan struct{})
+	b.bgMu.Lock()
+	b.removals[gone] = done
+	b.bgMu.Unlock()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_ = removeTree(gone)
+		unix.Sync()
+		b.bgMu.Lock()
+		delete(b.removals, gone)
+		b.bgMu.Unlock()
+		close(done)
+	}()
+	if free, err := b.Capacity(ctx); err != nil || free > before*3/4 {
+		t.Fatalf("capacity while the removal is pending: %d (%v), of %d", free, err, before)
+	}
+	start := time.Now()
+	size := before * 3 / 4 / MiB * MiB
+	v, err := b.CreateVolume(ctx, &backend.CreateRequest{Name: "after", MinSize: size, MaxSize: size, Block: true})
+	if err != nil {
+		t.Fatalf("create after the removal: %v", err)
+	}
+	if time.Since(start) < 150*time.Millisecond {
+		t.Fatal("the create did not wait for the removal")
+	}
+	if err := b.DeleteVolume(ctx, v.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.waitRemovals(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ext4Pool mounts a fresh ext4 of size bytes on a loop device at dir/pool.
+func ext4Pool(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	img := filepath.Join(dir, "pool.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	dev, err := loop.Attach(img, loop.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := filepath.Join(dir, "pool")
+	if err := os.MkdirAll(at, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, at, "ext4", 0, ""); err != nil {
+		_ = loop.DetachImage(img)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.Unmount(at, 0)
+		_ = loop.DetachImage(img)
+	})
+	return at
 }
