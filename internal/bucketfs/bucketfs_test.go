@@ -118,6 +118,25 @@ func (e *env) noUploadsLeft(t *testing.T) {
 	}
 }
 
+// writeSynced is os.WriteFile with an fsync before the close: a small
+// file is stored in the background after its close, in the store for
+// certain only after an fsync.
+func writeSynced(path string, data []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func random(t testing.TB, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -141,13 +160,13 @@ func TestRoundTripAndSecondMount(t *testing.T) {
 
 	small := []byte("hello, bucket\n")
 	large := random(t, 21<<20) // three parts of 8 MiB: a streamed multipart upload
-	if err := os.WriteFile(filepath.Join(mnt, "small"), small, 0o644); err != nil {
+	if err := writeSynced(filepath.Join(mnt, "small"), small); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(mnt, "large"), large, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(mnt, "empty"), nil, 0o644); err != nil {
+	if err := writeSynced(filepath.Join(mnt, "empty"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.stored(t, "vols/a/large"); !bytes.Equal(got, large) {
@@ -447,7 +466,7 @@ func TestServerOutage(t *testing.T) {
 	cfg := e.config()
 	cfg.CacheTTL = -1
 	_, mnt := e.mount(t, "m", cfg)
-	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("data"), 0o644); err != nil {
+	if err := writeSynced(filepath.Join(mnt, "f"), []byte("data")); err != nil {
 		t.Fatal(err)
 	}
 	e.s3.Stop()

@@ -100,6 +100,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return ch, 0
 		}
 	}
+	// A file closed here whose inode the kernel has forgotten may still
+	// be going up: once it is there, the listing has it.
+	d.fsys.waitPuts(d.childKey(name))
 	e, errno := d.find(ctx, name)
 	if errno != 0 {
 		return nil, errno
@@ -138,12 +141,29 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	key := d.key()
+	// Files written here and not stored yet, taken before the listing: a
+	// background PUT that ends meanwhile is then in one or the other.
+	pend := map[string]entry{}
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.pending() {
+			fn.mu.Lock()
+			pend[name] = entry{size: fn.size, mtime: fn.mtime}
+			fn.mu.Unlock()
+		}
+	}
 	entries, ok := d.fsys.cache.get(key)
 	if !ok {
 		var err error
 		entries, err = d.fsys.st.list(ctx, key)
 		if err != nil {
 			return nil, logErr("list", key, err)
+		}
+		// The listing is cached with them: it answers lookups after
+		// their PUTs end, and may predate those.
+		for name, e := range pend {
+			if _, listed := entries[name]; !listed {
+				entries[name] = e
+			}
 		}
 		d.fsys.cache.put(key, entries)
 	}
@@ -158,12 +178,9 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		}
 		list = append(list, fuse.DirEntry{Name: name, Mode: mode})
 	}
-	// Files being written here and not yet stored.
-	for name, ch := range d.Children() {
-		if fn, ok := ch.Operations().(*fileNode); ok && fn.pending() {
-			if _, listed := entries[name]; !listed {
-				list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
-			}
+	for name := range pend {
+		if _, listed := entries[name]; !listed {
+			list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG})
 		}
 	}
 	return fs.NewListDirStream(list), 0
@@ -253,6 +270,7 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	key := d.childKey(name)
+	d.fsys.waitPuts(key) // a PUT landing after the DELETE would bring it back
 	var size int64
 	if ch := d.GetChild(name); ch != nil {
 		fn, ok := ch.Operations().(*fileNode)

@@ -38,12 +38,40 @@
 // The staging files of a mount together stay under StagingLimit (EFBIG
 // past it). The close of a writable descriptor, fsync and the last
 // release store the file: the upload completes, or the staging file is
-// uploaded (parallel parts). A read of a file being streamed stores it
-// first (later writes then go through staging). An
-// upload error is returned by that close or fsync (EIO); a failed stream
-// leaves the object as it was and its parts aborted. Nothing is stored
-// before the first flush, so a new file is invisible to other mounts until
-// then.
+// uploaded (parallel parts); small files go up after the close (below). A
+// read of a file being streamed stores it first (later writes then go
+// through staging). An upload error is returned by that close or fsync
+// (EIO); a failed stream leaves the object as it was and its parts
+// aborted. Nothing is stored before the first flush, so a new file is
+// invisible to other mounts until then.
+//
+// # Write-back of small files
+//
+// A streamed file that ends within its first part and at most 1 MiB (or
+// a new empty file) is stored after its close, in the background: close
+// returns once its PUT is started (at most 32 PUTs in flight per mount,
+// close waiting for a slot: at most 32 MiB). Until the PUT ends the file
+// is pending: this mount finds, stats, lists and reads it at once, and
+// whatever else touches it (read, write, truncate, fsync, unlink, rename)
+// waits for the PUT first, so the store sees the changes in order. What
+// this means:
+//
+//   - Close-to-open across mounts holds only after fsync: another mount
+//     (or S3 client) sees a small file once its PUT has ended, usually
+//     milliseconds after the close. fsync(2) before the close waits for
+//     the PUT and returns its error, as close did before.
+//   - close succeeds even if the PUT then fails. A failed PUT is logged,
+//     and returned (EIO, EACCES, ...) once by the file's next fsync or
+//     flush on this mount; the store keeps what it had (a new file is
+//     gone).
+//   - Unmount, or the kernel's unmount, returns from Server.Wait only
+//     after every PUT has ended; the mounter waits for them
+//     (Server.Drain) before it exits on SIGTERM. A process killed outright
+//     (SIGKILL, OOM) loses the small files closed in its last moments
+//     without an fsync.
+//
+// Larger files, staged files, fsync, truncate(2) and rename store before
+// they return, as before.
 //
 // # Reads
 //

@@ -29,6 +29,8 @@ type fileNode struct {
 	stream  *stream
 	stage   *staged
 	opens   int
+	up      *asyncPut // the background PUT of a closed file, in flight
+	upErr   error     // a failed background PUT, for the next fsync or flush
 }
 
 var (
@@ -145,6 +147,7 @@ func (n *fileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off i
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	n.mu.Lock()
+	n.waitUpLocked() // the content is going up: read it back once it is there
 	if n.stream != nil {
 		// Reading what is being streamed: store it first, then read it
 		// back like any object.
@@ -189,6 +192,7 @@ func (n *fileNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	defer cancel()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.waitUpLocked()
 	end := off + int64(len(data))
 	if n.stream != nil && off == n.stream.written ||
 		n.stream == nil && n.stage == nil && off == 0 && n.size == 0 {
@@ -224,15 +228,25 @@ func (n *fileNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 }
 
 // Flush (every close) stores the file, if the handle may have written: a
-// reader closing (a backup agent, tail) must not cut a stream short.
+// reader closing (a backup agent, tail) must not cut a stream short. A
+// small file goes up in the background (see asyncput.go).
 func (n *fileNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if h, ok := f.(*handle); ok && !h.write {
 		return 0
 	}
-	return n.Fsync(ctx, f, 0)
+	ctx, cancel := ctxFor(ctx)
+	defer cancel()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := n.takeUpErrLocked()
+	if e2 := n.commit(ctx, true); e == 0 {
+		e = e2
+	}
+	return e
 }
 
-// Fsync stores the file now.
+// Fsync stores the file now, waiting for its background PUT if any, and
+// returns that PUT's error.
 func (n *fileNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
@@ -253,9 +267,9 @@ func (n *fileNode) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	if n.opens > 0 {
 		return 0
 	}
-	// Flush normally stored everything; what a writable mmap wrote after
-	// the last close lands here.
-	e := n.commitLocked(ctx)
+	// Flush normally stored everything (or queued it); what a writable
+	// mmap wrote after the last close lands here.
+	e := n.commit(ctx, true)
 	if n.stream != nil { // a failed commit
 		n.stream.abort()
 		n.stream = nil
@@ -267,6 +281,7 @@ func (n *fileNode) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
 // truncateLocked sets the size. To zero is cheap (the next write streams
 // again); any other size goes through the staging file.
 func (n *fileNode) truncateLocked(ctx context.Context, size int64) syscall.Errno {
+	n.waitUpLocked()
 	if size == n.size {
 		return 0
 	}
@@ -376,8 +391,34 @@ func (n *fileNode) dropStageLocked() {
 	}
 }
 
-// commitLocked stores the content if the store does not have it.
+// commitLocked stores the content if the store does not have it, and
+// returns when the store has it.
 func (n *fileNode) commitLocked(ctx context.Context) syscall.Errno {
+	n.waitUpLocked()
+	e := n.takeUpErrLocked()
+	if e2 := n.commit(ctx, false); e == 0 {
+		e = e2
+	}
+	return e
+}
+
+// takeUpErrLocked returns the error of a failed background PUT once.
+func (n *fileNode) takeUpErrLocked() syscall.Errno {
+	err := n.upErr
+	n.upErr = nil
+	return errno(err) // logged when it failed
+}
+
+// commit stores the content if the store does not have it. With back, a
+// small streamed file (or a new empty one) is queued as a background PUT
+// instead. An earlier background PUT is waited for first (unless back:
+// nothing can have changed since it was queued, as every change waits
+// for it).
+func (n *fileNode) commit(ctx context.Context, back bool) syscall.Errno {
+	if back && n.up != nil {
+		return 0
+	}
+	n.waitUpLocked()
 	if n.deleted {
 		if n.stream != nil {
 			n.stream.abort()
@@ -390,6 +431,24 @@ func (n *fileNode) commitLocked(ctx context.Context) syscall.Errno {
 		return 0
 	}
 	key := n.key()
+	if back && n.stage == nil && (n.stream == nil || n.stream.uploadID == "" && len(n.stream.buf) <= asyncPutMax) {
+		var data []byte
+		if n.stream != nil {
+			data = n.stream.buf
+		}
+		var dir, name string
+		if nm, parent := n.Parent(); parent != nil {
+			if d, ok := parent.Operations().(*dirNode); ok {
+				dir, name = d.key(), nm
+			}
+		}
+		p, err := n.fsys.putBack(ctx, n, key, dir, name, data)
+		if err != nil {
+			return logErr("store", key, err) // still dirty: a later flush tries again
+		}
+		n.stream, n.up = nil, p // dirty until the PUT settles: pending here
+		return 0
+	}
 	var err error
 	switch {
 	case n.stream != nil:
@@ -422,6 +481,8 @@ func (n *fileNode) commitLocked(ctx context.Context) syscall.Errno {
 func (n *fileNode) unlinked() int64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// A PUT landing after the DELETE would bring the file back.
+	n.waitUpLocked()
 	if n.deleted {
 		return 0
 	}

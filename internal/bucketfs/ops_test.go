@@ -290,7 +290,7 @@ func TestWritePatterns(t *testing.T) {
 	e.noUploadsLeft(t)
 
 	// Overwriting a file with O_TRUNC streams it again.
-	if err := os.WriteFile(p("rw"), []byte("short"), 0o644); err != nil {
+	if err := writeSynced(p("rw"), []byte("short")); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.stored(t, "rw"); string(got) != "short" {

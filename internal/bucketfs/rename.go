@@ -28,6 +28,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
+	// A rename copies what the store has: let this mount's background
+	// PUTs land first (the source, the target, or files in a directory).
+	d.fsys.waitPuts("")
 	src, e := d.find(ctx, name)
 	if ch := d.GetChild(name); ch != nil {
 		if fn, ok := ch.Operations().(*fileNode); ok && fn.pending() {

@@ -38,6 +38,11 @@ type bfs struct {
 
 	stagingDir  string
 	uploadSlots chan struct{} // one per part being uploaded
+
+	putSlots chan struct{}          // one per background PUT (asyncput.go)
+	putsWG   sync.WaitGroup         // the background PUTs' goroutines
+	pmu      sync.Mutex             // guards pending
+	pending  map[*asyncPut]struct{} // background PUTs in flight
 }
 
 const (
@@ -95,6 +100,8 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		used:        used,
 		stagingDir:  stagingDir,
 		uploadSlots: make(chan struct{}, cfg.UploadConcurrency),
+		putSlots:    make(chan struct{}, asyncPuts),
+		pending:     map[*asyncPut]struct{}{},
 	}
 	ttl := cfg.CacheTTL
 	opts := &fs.Options{
@@ -145,6 +152,9 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 	s := &Server{fsys: b, srv: srv, mountpoint: mountpoint, done: make(chan struct{})}
 	go func() {
 		srv.Wait()
+		// No request comes any more: the files closed before the
+		// unmount are stored before Wait returns.
+		b.putsWG.Wait()
 		os.RemoveAll(stagingDir)
 		close(s.done)
 	}()
@@ -204,8 +214,13 @@ func (s *Server) Unmount() error {
 }
 
 // Wait returns when the filesystem is unmounted (by Unmount, umount(8) or
-// the kernel) and its staging files are gone.
+// the kernel), the files closed before are stored (or their upload has
+// failed) and its staging files are gone.
 func (s *Server) Wait() { <-s.done }
+
+// Drain waits for the background uploads of the files closed so far, for
+// a process about to exit without unmounting.
+func (s *Server) Drain() { s.fsys.waitPuts("") }
 
 // reserve grows the usage by delta bytes, or fails with ENOSPC if that
 // passes the capacity. A negative delta always succeeds.

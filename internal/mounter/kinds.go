@@ -45,6 +45,7 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 		},
 		usage:       srv.Usage,
 		setCapacity: srv.SetCapacity,
+		drain:       srv.Drain,
 	}, nil
 }
 

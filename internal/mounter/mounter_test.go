@@ -214,3 +214,51 @@ func pidsMentioning(t *testing.T, path string) []string {
 	}
 	return out
 }
+
+// On its way out (SIGTERM ends Serve) the mounter waits for the uploads
+// of the small files closed on its built-in mounts: they are all in the
+// store when Serve returns.
+func TestServeDrainsBuiltinUploads(t *testing.T) {
+	e := newEnv(t)
+	srv, err := mounter.NewServer(filepath.Join(e.dir, "state2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(e.dir, "run", "mounter2.sock")
+	l, err := mounter.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, l); close(done) }()
+	req := e.request(t, mounter.Builtin, "drained", "drained")
+	if err := mounter.NewClient(sock).Mount(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.Unmount(req.Target); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	}()
+	const n = 64
+	data := bytes.Repeat([]byte("x"), 1<<20) // the largest stored in the background: slow to go up
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(req.Target, "f"+strconv.Itoa(i)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-done
+	count := 0
+	for obj := range e.cl.ListObjects(context.Background(), bucket, minio.ListObjectsOptions{Prefix: "drained/"}) {
+		if obj.Err != nil {
+			t.Fatal(obj.Err)
+		}
+		count++
+	}
+	if count != n {
+		t.Errorf("%d objects in the store when Serve returned, want %d", count, n)
+	}
+}

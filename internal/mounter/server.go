@@ -42,6 +42,9 @@ type entry struct {
 	// usage reports a built-in mount's quota; nil for the others.
 	usage       func() (used, capacity int64)
 	setCapacity func(int64) error
+	// drain waits for a built-in mount's background uploads; nil for
+	// the others.
+	drain func()
 }
 
 // NewServer returns a server keeping its private files in stateDir.
@@ -118,10 +121,29 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Serve(l)
+	// The process exits next, and built-in mounts with it: the files
+	// closed on them must reach the store first.
+	s.drain()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// drain waits for the background uploads of every built-in mount.
+func (s *Server) drain() {
+	s.mu.Lock()
+	var drains []func()
+	for _, e := range s.mounts {
+		if e.drain != nil {
+			drains = append(drains, e.drain)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range drains {
+		d()
+	}
 }
 
 // Mount mounts req.FS at req.Target, or finds it mounted already with the
