@@ -120,6 +120,9 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 		fmt.Fprintf(progress, "bench s3: %s\n", kind)
 		row, err := measure(cfg, kind, mountIt)
 		if err != nil {
+			// A failed job leaves its mount up: take it down before the
+			// mounter and the server go, so no mount outlives the bench.
+			_ = client.Unmount(context.Background(), target)
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
 		rows = append(rows, row)
