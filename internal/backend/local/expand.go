@@ -57,16 +57,23 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ bac
 
 // growImage extends the image if the pool has room for the difference.
 func (b *Backend) growImage(v *backend.Volume, size int64) error {
+	return b.grow(v, size, func() error { return os.Truncate(b.pool.image(v.ID), size) })
+}
+
+// grow runs apply (which makes v size bytes) if the pool has room for the
+// difference, holding the space lock so that two growths or a growth and a
+// create cannot both take the same free bytes.
+func (b *Backend) grow(v *backend.Volume, size int64, apply func() error) error {
 	b.spaceMu.Lock()
 	defer b.spaceMu.Unlock()
 	free, err := b.capacity()
 	if err != nil {
 		return err
 	}
-	if grow := size - v.Size; grow > free {
-		return fmt.Errorf("%d more bytes asked, %d free in the pool: %w", grow, free, backend.ErrNoSpace)
+	if more := size - v.Size; more > free {
+		return fmt.Errorf("%d more bytes asked, %d free in the pool: %w", more, free, backend.ErrNoSpace)
 	}
-	return os.Truncate(b.pool.image(v.ID), size)
+	return apply()
 }
 
 // ExpandFilesystem grows the filesystem mounted at path (online) to fill

@@ -228,16 +228,7 @@ func (b *Backend) nativeStats(ctx context.Context, v *backend.Volume, path strin
 
 // expandNative raises the limit if the pool has room for the difference.
 func (b *Backend) expandNative(v *backend.Volume, size int64) error {
-	b.spaceMu.Lock()
-	defer b.spaceMu.Unlock()
-	free, err := b.capacity()
-	if err != nil {
-		return err
-	}
-	if grow := size - v.Size; grow > free {
-		return fmt.Errorf("%d more bytes asked, %d free in the pool: %w", grow, free, backend.ErrNoSpace)
-	}
-	return limitSubvolume(b.pool.subvol(v.ID), size)
+	return b.grow(v, size, func() error { return limitSubvolume(b.pool.subvol(v.ID), size) })
 }
 
 // nativeHealth checks that the subvolume is there.
