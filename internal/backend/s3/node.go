@@ -48,16 +48,18 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := cl.BucketExists(ctx, bucket); err != nil {
+	// The mark's capacity wins over the context's (it grew since). Without
+	// a mark (a static volume) the bucket must still exist: a stage of a
+	// volume that is gone is NOT_FOUND, not a mount error.
+	capacity, _ := strconv.ParseInt(req.Context[contextCapacity], 10, 64)
+	if m, err := readMark(ctx, cl, bucket, prefix); err == nil {
+		capacity = m.Capacity
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return err
+	} else if ok, err := cl.BucketExists(ctx, bucket); err != nil {
 		return storageErr("bucket "+bucket, err)
 	} else if !ok {
 		return fmt.Errorf("volume %s: bucket %s does not exist: %w", req.ID, bucket, backend.ErrNotFound)
-	}
-	capacity, _ := strconv.ParseInt(req.Context[contextCapacity], 10, 64)
-	if m, err := readMark(ctx, cl, bucket, prefix); err == nil {
-		capacity = m.Capacity // grown since the context was written
-	} else if !errors.Is(err, backend.ErrNotFound) {
-		return err
 	}
 	fs := bucketfs.Config{
 		Endpoint: c.endpoint, Region: c.region, AccessKey: c.accessKey, SecretKey: c.secretKey,
