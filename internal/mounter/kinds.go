@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/volplug/volplug/internal/bucketfs"
+	"github.com/volplug/volplug/internal/failpoint"
 )
 
 // mountBuiltin serves the bucket from this process.
@@ -25,6 +26,7 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 	}
 	cfg := req.FS
 	cfg.StagingDir = dir
+	failpoint.Hit("mounter.mount.dir-made")
 	srv, err := bucketfs.Mount(ctx, req.Target, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
@@ -41,6 +43,7 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 			case <-time.After(10 * time.Second):
 				return fmt.Errorf("unmount %s: its server did not stop", target)
 			}
+			failpoint.Hit("mounter.unmount.unmounted")
 			return os.RemoveAll(dir)
 		},
 		usage:       srv.Usage,

@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 	mountutils "k8s.io/mount-utils"
 
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mount"
 )
 
@@ -203,6 +204,7 @@ func (s *Server) Mount(ctx context.Context, req *Request) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("mounter.mount.mounted")
 	ne.req, ne.kind, ne.source, ne.fingerprint = req, req.Kind, req.FS.FsName, fp
 	s.mu.Lock()
 	s.mounts[req.Target] = ne

@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -101,6 +102,7 @@ func (b *Backend) formatInBackground(ctx context.Context, v *backend.Volume) (er
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
+	failpoint.Hit("local.bgformat.attached")
 	defer func() {
 		// A detach that fails leaves an orphan the next start releases;
 		// nothing here mounts the device, so nothing should hold it.

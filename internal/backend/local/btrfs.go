@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/volplug/volplug/internal/failpoint"
 )
 
 // btrfs, through its ioctls where a volume's life needs them, and through
@@ -220,6 +222,7 @@ func removeTree(dir string) error {
 			return err
 		}
 	}
+	failpoint.Hit("local.remove.subvol-deleted")
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}

@@ -15,6 +15,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -213,6 +214,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	defer removeTree(tmp) // a no-op once the rename below succeeded
+	failpoint.Hit("local.create.dir-made")
 	// The space is set aside until the volume is in place, where promised
 	// counts it.
 	release, err := b.reserveSpace(size)
@@ -238,9 +240,11 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
+	failpoint.Hit("local.create.image-made")
 	if err := writeVolume(tmp, v); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
+	failpoint.Hit("local.create.meta-written")
 	var lock *os.File
 	if b.formatOnCreate && wantsBackgroundFormat(v, src) {
 		// Locked before the volume appears, so no stage can come between.
@@ -254,6 +258,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		}
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
+	failpoint.Hit("local.create.renamed")
 	if lock != nil {
 		b.startFormat(v, lock)
 	}
@@ -320,7 +325,9 @@ func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) 
 			return err
 		}
 	}
+	failpoint.Hit("local.clone.frozen")
 	shared, err := cloneImage(src.image, image)
+	failpoint.Hit("local.clone.copied")
 	thaw()
 	if err != nil {
 		return err
@@ -331,6 +338,7 @@ func (b *Backend) copyFrom(src *contentSource, image string, v *backend.Volume) 
 		}
 		v.ResizePending = !v.Block
 	}
+	failpoint.Hit("local.clone.grown")
 	v.Shared = shared
 	if shared && src.volume != nil && !src.volume.Shared {
 		src.volume.Shared = true
@@ -382,6 +390,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	if err := os.Rename(b.pool.volumeDir(id), trash); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}
+	failpoint.Hit("local.delete.trashed")
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -82,6 +83,7 @@ func sparseCopy(in, out *os.File) error {
 				return io.ErrUnexpectedEOF
 			}
 		}
+		failpoint.Hit("local.copy.extent-done")
 		off = hole
 	}
 	return nil
@@ -131,6 +133,7 @@ func (b *Backend) quiesce(vols []*backend.Volume) (thaw func(), err error) {
 			return nil, fmt.Errorf("freeze %s: %w", at, err)
 		}
 		frozen = append(frozen, f)
+		failpoint.Hit("local.freeze.one-frozen")
 	}
 	return thaw, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -30,6 +31,7 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ bac
 		if err := b.expandNative(v, size); err != nil {
 			return 0, false, fmt.Errorf("expand %s: %w", id, err)
 		}
+		failpoint.Hit("local.expand.native-limited")
 		v.Size = size
 		if err := writeVolume(b.pool.volumeDir(id), v); err != nil {
 			return 0, false, fmt.Errorf("expand %s: %w", id, err)
@@ -40,11 +42,13 @@ func (b *Backend) ExpandVolume(ctx context.Context, id string, size int64, _ bac
 	if err := b.growImage(v, size); err != nil {
 		return 0, false, fmt.Errorf("expand %s: %w", id, err)
 	}
+	failpoint.Hit("local.expand.image-grown")
 	v.Size = size
 	v.ResizePending = !v.Block
 	if err := writeVolume(b.pool.volumeDir(id), v); err != nil {
 		return 0, false, fmt.Errorf("expand %s: %w", id, err)
 	}
+	failpoint.Hit("local.expand.meta-written")
 	if dev, err := loop.Find(b.pool.image(id)); err != nil {
 		return 0, false, err
 	} else if dev != "" {
@@ -137,6 +141,7 @@ func (b *Backend) resize(v *backend.Volume, dev, path string) error {
 	if _, err := b.resizer.Resize(dev, path); err != nil {
 		return fmt.Errorf("grow filesystem of %s: %w", v.ID, err)
 	}
+	failpoint.Hit("local.expand.fs-grown")
 	return b.clearPending(v)
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 )
 
@@ -63,6 +64,7 @@ func (b *Backend) ModifyVolume(ctx context.Context, id string, params map[string
 	if err := writeVolume(b.pool.volumeDir(id), v); err != nil {
 		return fmt.Errorf("modify %s: %w", id, err)
 	}
+	failpoint.Hit("local.modify.meta-written")
 	dev, err := loop.Find(b.pool.image(id))
 	if err != nil || dev == "" {
 		return err

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mount"
 )
 
@@ -117,6 +118,7 @@ func makeNative(dir string, src *contentSource, v *backend.Volume) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("local.native.subvol-made")
 	return limitSubvolume(sub, v.Size)
 }
 
@@ -163,6 +165,7 @@ func (b *Backend) stageNative(req *backend.StageRequest) error {
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	failpoint.Hit("local.native.staging-made")
 	if err := b.mount.Bind(b.pool.subvol(req.ID), staging, req.ReadOnly); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
@@ -195,6 +198,7 @@ func (b *Backend) unstageNative(id, stagingPath string) error {
 			return fmt.Errorf("unstage %s: %w", id, err)
 		}
 	}
+	failpoint.Hit("local.native.unstage-unmounted")
 	if stagingPath == b.stagingPath(id, "") {
 		_ = os.Remove(stagingPath) // our own directory
 	}

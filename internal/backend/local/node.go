@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -62,6 +63,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 			}
 		}
 	}()
+	failpoint.Hit("local.stage.attached")
 	fsType := req.FsType
 	if fsType == "" {
 		fsType = v.FsType
@@ -89,6 +91,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	failpoint.Hit("local.stage.dir-made")
 	options := slices.Clone(req.MountFlags)
 	if req.ReadOnly {
 		options = append(options, "ro")
@@ -101,6 +104,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	if err := b.mount.Mount(dev, staging, fsType, options); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	failpoint.Hit("local.stage.mounted")
 	if req.ReadOnly {
 		return nil
 	}
@@ -127,6 +131,7 @@ func (b *Backend) growOffline(ctx context.Context, v *backend.Volume, dev, fsTyp
 	if err := b.mount.GrowOffline(ctx, dev, fsType); err != nil {
 		return err
 	}
+	failpoint.Hit("local.stage.grown-offline")
 	v.ResizePending = false
 	return writeVolume(b.pool.volumeDir(v.ID), v)
 }
@@ -215,9 +220,11 @@ func (b *Backend) formatIfBlank(ctx context.Context, v *backend.Volume, dev, fsT
 			return err
 		}
 	}
+	failpoint.Hit("local.format.marked")
 	if err := b.mount.Format(ctx, dev, fsType); err != nil {
 		return err
 	}
+	failpoint.Hit("local.format.formatted")
 	v.Formatting = false
 	v.Fresh = background
 	return writeVolume(b.pool.volumeDir(v.ID), v)
@@ -269,6 +276,7 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 			return fmt.Errorf("unstage %s: %w", id, err)
 		}
 	}
+	failpoint.Hit("local.unstage.unmounted")
 	if stagingPath == b.stagingPath(id, "") {
 		_ = os.Remove(stagingPath) // our own directory
 	}
@@ -368,6 +376,7 @@ func (b *Backend) bindTarget(req *backend.PublishRequest, source, staging string
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
+	failpoint.Hit("local.publish.target-made")
 	if err := b.mount.Bind(source, req.TargetPath, req.ReadOnly); err != nil {
 		_ = os.Remove(req.TargetPath) // only removes what is empty: ours
 		return fmt.Errorf("publish %s: %w", req.ID, err)
@@ -388,6 +397,7 @@ func (b *Backend) Unpublish(ctx context.Context, id, targetPath string) error {
 	if err := b.mount.Unmount(targetPath); err != nil {
 		return fmt.Errorf("unpublish %s: %w", id, err)
 	}
+	failpoint.Hit("local.unpublish.unmounted")
 	if err := os.Remove(targetPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("unpublish %s: %w", id, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"regexp"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/loop"
 )
 
@@ -165,6 +166,7 @@ func writeFileAtomic(path string, data []byte) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	failpoint.Hit("local.meta.tmp-written")
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 )
 
 // Snapshots live beside volumes, one directory each, made and removed by
@@ -113,6 +114,7 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 		}
 	}
 
+	failpoint.Hit("local.snapshot.dirs-made")
 	thaw, err := b.quiesce(vols)
 	if err != nil {
 		return nil, err
@@ -128,7 +130,9 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 		if err != nil {
 			break
 		}
+		failpoint.Hit("local.snapshot.member-copied")
 	}
+	failpoint.Hit("local.snapshot.copied")
 	thaw()
 	if err != nil {
 		return nil, err
@@ -150,11 +154,13 @@ func (b *Backend) snapshotVolumes(ctx context.Context, vols []*backend.Volume, i
 			}
 		}
 	}
+	failpoint.Hit("local.snapshot.meta-written")
 	for i := range vols {
 		if err := os.Rename(tmps[i], b.pool.snapshotDir(ids[i])); err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", ids[i], err)
 		}
 		tmps[i] = ""
+		failpoint.Hit("local.snapshot.renamed")
 	}
 	return snaps, syncDir(filepath.Join(b.pool.dir, snapshotsDir))
 }
@@ -189,6 +195,7 @@ func (b *Backend) removeDir(dir string) error {
 	if err := syncDir(filepath.Dir(dir)); err != nil {
 		return err
 	}
+	failpoint.Hit("local.removedir.trashed")
 	return removeTree(trash)
 }
 
@@ -255,6 +262,7 @@ func (b *Backend) CreateGroupSnapshot(ctx context.Context, name string, sourceID
 	g := &backend.GroupSnapshot{ID: gid, Name: name, SnapshotIDs: ids, Snapshots: snaps, Created: snaps[0].Created}
 	// The group exists once its file does; members written before a crash
 	// without it are removed at the next start (see clearOrphans).
+	failpoint.Hit("local.group.members-made")
 	if err := writeJSONAtomic(b.pool.groupFile(gid), g); err != nil {
 		return nil, err
 	}
@@ -302,6 +310,7 @@ func (b *Backend) DeleteGroupSnapshot(ctx context.Context, id string) error {
 	if err := os.Remove(b.pool.groupFile(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete group snapshot %s: %w", id, err)
 	}
+	failpoint.Hit("local.group.file-removed")
 	for _, sid := range g.SnapshotIDs {
 		if err := b.removeDir(b.pool.snapshotDir(sid)); err != nil {
 			return err

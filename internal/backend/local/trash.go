@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"k8s.io/klog/v2"
+
+	"github.com/volplug/volplug/internal/failpoint"
 )
 
 // Asynchronous delete: DeleteVolume renames the volume into .trash, which
@@ -33,6 +35,7 @@ func (b *Backend) discard(dir string) error {
 	b.bgMu.Unlock()
 	go func() {
 		defer b.bgWG.Done()
+		failpoint.Hit("local.trash.removing")
 		if err := removeTree(dir); err != nil {
 			// Not lost: the next start clears .trash.
 			klog.Warningf("remove deleted volume %s: %v", dir, err)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mounter"
 )
 
@@ -169,6 +170,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 			return nil, storageErr("make bucket "+bucket, err)
 		}
 		created = true
+		failpoint.Hit("s3.create.bucket-made")
 	}
 	// A bucket or prefix that already holds objects and no mark is not
 	// ours: refuse it rather than claim someone's data. (An empty one is
@@ -262,9 +264,11 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, secrets backend.S
 			return storageErr("abort an upload of "+u.Key, err)
 		}
 	}
+	failpoint.Hit("s3.delete.objects-removed")
 	if err := cl.RemoveObject(ctx, bucket, markObj, minio.RemoveObjectOptions{}); err != nil {
 		return storageErr("delete the mark of "+id, err)
 	}
+	failpoint.Hit("s3.delete.mark-removed")
 	if m.BucketCreated {
 		if err := cl.RemoveBucket(ctx, bucket); err != nil && minio.ToErrorResponse(err).Code != "NoSuchBucket" {
 			return storageErr("delete bucket "+bucket, err)

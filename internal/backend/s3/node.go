@@ -17,6 +17,7 @@ import (
 
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/bucketfs"
+	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mount"
 	"github.com/volplug/volplug/internal/mounter"
 )
@@ -80,9 +81,11 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
+	failpoint.Hit("s3.stage.dir-made")
 	if err := b.ensureMounter(ctx); err != nil {
 		return err
 	}
+	failpoint.Hit("s3.stage.mounter-running")
 	if err := b.mounter.Mount(ctx, &mounter.Request{Target: req.StagingPath, Kind: kind, FS: fs}); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, mounterErr(err))
 	}
@@ -187,6 +190,7 @@ func (b *Backend) Unstage(ctx context.Context, id, stagingPath string) error {
 			}
 		}
 	}
+	failpoint.Hit("s3.unstage.checked")
 	err := b.mounter.Unmount(ctx, stagingPath)
 	if errors.Is(err, mounter.ErrUnavailable) {
 		err = b.mount.Unmount(stagingPath)
@@ -270,6 +274,7 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 	if err := os.Mkdir(req.TargetPath, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
+	failpoint.Hit("s3.publish.target-made")
 	if err := b.mount.Bind(req.StagingPath, req.TargetPath, req.ReadOnly); err != nil {
 		_ = os.Remove(req.TargetPath)
 		return fmt.Errorf("publish %s: %w", req.ID, err)
@@ -291,6 +296,7 @@ func (b *Backend) Unpublish(ctx context.Context, id, targetPath string) error {
 	if err := b.mount.Unmount(targetPath); err != nil {
 		return fmt.Errorf("unpublish %s: %w", id, err)
 	}
+	failpoint.Hit("s3.unpublish.unmounted")
 	if err := os.Remove(targetPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("unpublish %s: %w", id, err)
 	}
