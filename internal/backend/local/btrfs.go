@@ -221,8 +221,8 @@ func removeTree(dir string) error {
 		if err := deleteSubvolume(sub); err != nil {
 			return err
 		}
+		failpoint.Hit("local.remove.subvol-deleted")
 	}
-	failpoint.Hit("local.remove.subvol-deleted")
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}

@@ -93,6 +93,9 @@ func (p *pool) recover() error {
 	if err := p.clearOrphans(); err != nil {
 		return fmt.Errorf("pool %s: %w", p.dir, err)
 	}
+	if err := p.clearTempFiles(); err != nil {
+		return fmt.Errorf("pool %s: %w", p.dir, err)
+	}
 	return nil
 }
 
