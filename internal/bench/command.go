@@ -110,6 +110,7 @@ hold no mount or loop device at the end.`,
 	f.BoolVar(&cfg.SnapshotsOnly, "snapshots-only", false, "measure only snapshots, restores and clones")
 	f.IntVar(&cfg.SnapIterations, "snap-iterations", 5, "snapshots, restores and clones per pool")
 	cmd.AddCommand(newS3Command())
+	cmd.AddCommand(newScaleCommand())
 	return cmd
 }
 

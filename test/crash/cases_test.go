@@ -48,7 +48,9 @@ var cases = []crashCase{
 	{"local.snapshot.renamed:2", "image", false}, // the group: one member in place, the other not
 	{"local.group.members-made", "image", false},
 	{"local.clone.frozen", "image", false},
+	{"local.clone.frozen:2", "image", false}, // the live clone: its source frozen
 	{"local.clone.copied", "image", false},
+	{"local.clone.copied:2", "image", false},
 	{"local.clone.grown", "image", false},
 	{"local.stage.grown-offline", "image", false},
 	{"local.expand.image-grown", "image", false},

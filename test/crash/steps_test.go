@@ -75,7 +75,7 @@ func (h *harness) publish(name string) step {
 }
 
 func (h *harness) unpublish(name string) step {
-	return step{name: "NodeUnpublishVolume " + name, rpc: true, do: func(ctx context.Context) error {
+	return step{name: "NodeUnpublishVolume " + name, rpc: true, vol: name, do: func(ctx context.Context) error {
 		v := h.vols[name]
 		_, err := h.d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
 		if err == nil {
@@ -89,7 +89,7 @@ func (h *harness) unpublish(name string) step {
 }
 
 func (h *harness) unstage(name string) step {
-	return step{name: "NodeUnstageVolume " + name, rpc: true, do: func(ctx context.Context) error {
+	return step{name: "NodeUnstageVolume " + name, rpc: true, vol: name, do: func(ctx context.Context) error {
 		v := h.vols[name]
 		_, err := h.d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
 		if err == nil {

@@ -78,7 +78,9 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	if kind == "" {
 		kind = mounter.Builtin
 	}
-	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
+	// A mount whose server died (the mounter killed mid-mount) is there
+	// already; the mounter clears it before mounting again.
+	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil && !dead(req.StagingPath) {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	failpoint.Hit("s3.stage.dir-made")
