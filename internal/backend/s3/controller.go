@@ -223,6 +223,11 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, secrets backend.S
 	}
 	m, err := readMark(ctx, cl, bucket, prefix)
 	if errors.Is(err, backend.ErrNotFound) {
+		if prefix == "" {
+			if err := finishDeleting(ctx, cl, bucket); err != nil {
+				return err
+			}
+		}
 		klog.InfoS("delete: no volplug mark, so nothing of it is volplug's to remove", "volume", id)
 		return nil
 	}
@@ -265,6 +270,11 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, secrets backend.S
 		}
 	}
 	failpoint.Hit("s3.delete.objects-removed")
+	if m.BucketCreated {
+		if err := tagDeleting(ctx, cl, bucket); err != nil {
+			return err
+		}
+	}
 	if err := cl.RemoveObject(ctx, bucket, markObj, minio.RemoveObjectOptions{}); err != nil {
 		return storageErr("delete the mark of "+id, err)
 	}
