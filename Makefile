@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # root tests on its own pool, so packages may run in parallel.
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build deps demo test unit bench vet clean
+.PHONY: all build deps demo test unit bench reliability vet clean
 
 all: build
 
@@ -32,6 +32,13 @@ vet:
 # csi-sanity conformance suite.
 test: deps vet
 	$(GO) test $(TESTFLAGS) ./...
+	$(GO) test $(TESTFLAGS) -tags failpoints ./internal/failpoint/
+
+# Every crash case: volplug csi killed at each failpoint of a volume's
+# whole life, restarted, retried, checked (make test runs a subset); and
+# the node reboot. See README.md, Reliability.
+reliability: deps
+	$(GO) test -count=1 -timeout 90m -v ./test/crash/ -args -all
 
 # Only what runs without root.
 unit:
@@ -40,6 +47,8 @@ unit:
 bench: deps build
 	./$(BIN) bench
 	./$(BIN) bench s3 --versitygw bin/tools/versitygw
+	# 1,000 volumes on one node: per-call cost and memory at 10, 100, 1,000.
+	./$(BIN) bench scale
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
 	# The native layout against images and the btrfs pool itself: a volume's
