@@ -99,7 +99,7 @@ func (b *Backend) capacity() (int64, error) {
 // they already occupy on disk. An image that shares blocks (reflink) may
 // need all of its size again when those blocks are overwritten.
 func (b *Backend) promised() (int64, error) {
-	vols, err := b.ListVolumes(context.Background())
+	vols, err := b.meta.volumes(b.pool)
 	if err != nil {
 		return 0, err
 	}

@@ -50,6 +50,8 @@ type Backend struct {
 	spaceMu sync.Mutex
 	// reserved is space promised to copies in progress (snapshots, clones).
 	reserved int64
+	// meta caches parsed metadata for the calls that read every volume.
+	meta metaCache
 	// attachMu makes counting a node's attachments and adding one atomic.
 	attachMu sync.Mutex
 	// formatSem bounds concurrent mkfs runs, which each take memory and a core.
