@@ -145,8 +145,8 @@ func (b *Backend) Dir() string { return b.pool.dir }
 // properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
 	for k := range req.Parameters {
-		if k != paramFsType && k != paramLayout {
-			return nil, fmt.Errorf("unknown parameter %q (known: %s, %s): %w", k, paramFsType, paramLayout, backend.ErrInvalid)
+		if k != paramFsType && k != paramLayout && k != paramNoDataCow {
+			return nil, fmt.Errorf("unknown parameter %q (known: %s, %s, %s): %w", k, paramFsType, paramLayout, paramNoDataCow, backend.ErrInvalid)
 		}
 	}
 	fsType := req.FsType
@@ -167,6 +167,9 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	layout, err := b.chooseLayout(req, src)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := checkNoDataCow(req.Parameters, layout); err != nil {
 		return nil, err
 	}
 	minimum := minSize[fsType]
