@@ -29,6 +29,7 @@ type DiskConfig struct {
 	FioRuntime   time.Duration // per job (default 3 s)
 	FioFileBytes int64         // the file each job works on (default 512 MiB)
 	FioRounds    int           // the table's rows alternate this many times; medians (default 2)
+	LoopVariants bool          // also loop devices set up other ways (buffered, 4 KiB blocks, fallocated)
 
 	Lifecycle  bool          // measure the lifecycle table
 	Levels     []int         // concurrency levels (default 1, 8)

@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/loop"
 )
@@ -77,7 +80,8 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		targets = append(targets, &fioTarget{row: r, file: file, down: down})
 	}
 	skip := func(pool, name string, why error) {
-		rows = append(rows, &FioRow{Pool: pool, Target: name, Skipped: why.Error()})
+		first, _, _ := strings.Cut(why.Error(), "\n")
+		rows = append(rows, &FioRow{Pool: pool, Target: name, Skipped: first})
 	}
 	volume := func(p *diskPool, name, label string, params map[string]string, fsType string) {
 		spec := VolumeSpec{SizeBytes: volSize, Parameters: params, Capability: mountCap(fsType)}
@@ -92,18 +96,25 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 	// The machine's filesystem: itself, a loop device on an image in it
 	// (what every image-layout volume sits on), and an image volume.
 	add(plain.Name, "pool filesystem", true, filepath.Join(plain.Dir, "fio.dat"), nil)
-	img := filepath.Join(plain.Dir, "loop.img")
-	if err := makeSparse(img, volSize); err != nil {
-		return rows, err
+	loops := []loopVariant{{"loop device (volplug's settings)", "loop.img", false, loop.Options{DirectIO: true}}}
+	if cfg.LoopVariants {
+		loops = append(loops,
+			loopVariant{"loop device, buffered", "loop-buffered.img", false, loop.Options{}},
+			loopVariant{"loop device, 4 KiB blocks", "loop-4k.img", false, loop.Options{DirectIO: true, BlockSize: 4096}},
+			loopVariant{"loop device, fallocated image", "loop-falloc.img", true, loop.Options{DirectIO: true}},
+			loopVariant{"loop device, fallocated, 4 KiB blocks", "loop-falloc-4k.img", true, loop.Options{DirectIO: true, BlockSize: 4096}},
+		)
 	}
-	dev, err := loop.Attach(img, loop.Options{DirectIO: true})
-	if err != nil {
-		_ = os.Remove(img)
-		return rows, fmt.Errorf("loop device for fio: %w", err)
+	for _, l := range loops {
+		img := filepath.Join(plain.Dir, l.image)
+		dev, err := l.attach(img, volSize)
+		if err != nil {
+			return rows, err
+		}
+		add(plain.Name, l.name, false, dev, func() error {
+			return errors.Join(loop.DetachImage(img), os.Remove(img))
+		})
 	}
-	add(plain.Name, "loop device (volplug's settings)", false, dev, func() error {
-		return errors.Join(loop.DetachImage(img), os.Remove(img))
-	})
 	volume(plain, "image-ext4", "image volume (ext4)", nil, "ext4")
 	if btrfs != nil {
 		// The native volume first: it turns the pool's quotas on, and
@@ -229,6 +240,39 @@ func runFio(ctx context.Context, cfg DiskConfig, file string, args ...string) (*
 		return nil, fmt.Errorf("fio output: %v: %.200q", err, out)
 	}
 	return &res.Jobs[0], nil
+}
+
+// loopVariant is a loop device set up some way, for choosing the
+// settings with the table.
+type loopVariant struct {
+	name, image string
+	fallocate   bool
+	opts        loop.Options
+}
+
+func (l loopVariant) attach(img string, size int64) (string, error) {
+	if err := makeSparse(img, size); err != nil {
+		return "", err
+	}
+	if l.fallocate {
+		if err := fallocateFile(img, size); err != nil {
+			return "", errors.Join(err, os.Remove(img))
+		}
+	}
+	dev, err := loop.Attach(img, l.opts)
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("loop device for fio: %w", err), os.Remove(img))
+	}
+	return dev, nil
+}
+
+func fallocateFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	return errors.Join(err, f.Close())
 }
 
 func makeSparse(path string, size int64) error {

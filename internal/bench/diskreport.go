@@ -177,6 +177,7 @@ hold no mount or loop device at the end.`,
 	f.DurationVar(&cfg.FioRuntime, "fio-runtime", 3*time.Second, "each fio job's run time")
 	f.Int64Var(&fileMiB, "fio-file-mib", 512, "the file each fio job works on, MiB")
 	f.IntVar(&cfg.FioRounds, "fio-rounds", 2, "the fio rows alternate this many times (medians)")
+	f.BoolVar(&cfg.LoopVariants, "loop-variants", false, "fio also on loop devices set up other ways: buffered, 4 KiB blocks, fallocated images")
 	f.BoolVar(&cfg.Lifecycle, "lifecycle", true, "measure the lifecycle table")
 	f.StringVar(&levels, "concurrency", "1,8", "lifecycle concurrency levels")
 	f.IntVar(&cfg.Cycles, "cycles", 0, "lifecycle cycles per level and layout (0: 40 at c=1, 10*c above)")

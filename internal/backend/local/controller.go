@@ -103,6 +103,10 @@ func New(dir, node string, opts ...Option) (*Backend, error) {
 			return nil, err
 		}
 	}
+	if devs, err = loop.Devices(); err != nil {
+		return nil, err
+	}
+	b.requeueFormats(vols, devs)
 	return b, nil
 }
 
