@@ -68,9 +68,13 @@ type Backend struct {
 	// trash.go); removals are those in flight, by trash path.
 	deleteInBackground bool
 	removals           map[string]chan struct{}
-	bgCtx              context.Context
-	bgStop             context.CancelFunc
-	bgWG               sync.WaitGroup
+	// warmSpecs are the kinds of images kept formatted ahead (warm.go);
+	// warmKick wakes the worker that refills them.
+	warmSpecs []WarmSpec
+	warmKick  chan struct{}
+	bgCtx     context.Context
+	bgStop    context.CancelFunc
+	bgWG      sync.WaitGroup
 }
 
 // New opens (or creates) the pool at dir for the node named node, as the
@@ -107,6 +111,10 @@ func New(dir, node string, opts ...Option) (*Backend, error) {
 		return nil, err
 	}
 	b.requeueFormats(vols, devs)
+	if err := b.startWarm(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -238,7 +246,11 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if layout == layoutNative {
 		err = makeNative(tmp, src, v)
 	} else if src == nil {
-		err = makeImage(image, size)
+		if b.takeWarm(v, image) {
+			v.Fresh = true // formatted ahead, never mounted
+		} else {
+			err = makeImage(image, size)
+		}
 	} else {
 		err = b.copyFrom(src, image, v)
 	}
