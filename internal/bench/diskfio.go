@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 
 	"github.com/volplug/volplug/internal/loop"
@@ -56,6 +57,10 @@ type fioTarget struct {
 	row  *FioRow
 	file string // a file on a filesystem, or a block device
 	down func() error
+	// beforeRandWrite, when set, runs right before the random writes
+	// (the snapshot row: the first overwrite of each shared block is
+	// what a snapshot costs); its undo runs after the row.
+	beforeRandWrite func() (undo func() error, err error)
 }
 
 // runFioTable sets up every target, runs the four jobs on each in turn,
@@ -83,14 +88,15 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		first, _, _ := strings.Cut(why.Error(), "\n")
 		rows = append(rows, &FioRow{Pool: pool, Target: name, Skipped: first})
 	}
-	volume := func(p *diskPool, name, label string, params map[string]string, fsType string) {
+	volume := func(p *diskPool, name, label string, params map[string]string, fsType string) *volume {
 		spec := VolumeSpec{SizeBytes: volSize, Parameters: params, Capability: mountCap(fsType)}
 		v, err := p.drv.up(ctx, "fio-"+name, spec)
 		if err != nil {
 			skip(p.Name, label, err)
-			return
+			return nil
 		}
 		add(p.Name, label, false, filepath.Join(v.target, "fio.dat"), func() error { return p.drv.down(v) })
+		return v
 	}
 
 	// The machine's filesystem: itself, a loop device on an image in it
@@ -121,7 +127,14 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		// the pool is measured as native volumes find it.
 		volume(btrfs, "native", "native volume", map[string]string{"layout": "native"}, "")
 		add(btrfs.Name, "pool filesystem (quotas on)", true, filepath.Join(btrfs.Dir, "fio.dat"), nil)
-		volume(btrfs, "native-nocow", "native volume, nodatacow", map[string]string{"layout": "native", "nodatacow": "true"}, "")
+		if v := volume(btrfs, "native-nocow", "native volume, nodatacow", map[string]string{"layout": "native", "nodatacow": "true"}, ""); v != nil {
+			// The same volume again, with a snapshot of the laid-out file
+			// taken right before the random writes.
+			r := &FioRow{Pool: btrfs.Name, Target: "native volume, nodatacow, snapshot before rand write"}
+			rows = append(rows, r)
+			targets = append(targets, &fioTarget{row: r, file: filepath.Join(v.target, "fio-snap.dat"),
+				beforeRandWrite: func() (func() error, error) { return btrfs.drv.snapshot(ctx, v) }})
+		}
 		volume(btrfs, "image-btrfs", "image volume (ext4)", nil, "ext4")
 	}
 	for i := range rows {
@@ -133,7 +146,7 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 				return rows, ctx.Err()
 			}
 			t0 := time.Now()
-			vals, err := fioRow(ctx, cfg, t.file)
+			vals, err := fioRow(ctx, cfg, t.file, t.beforeRandWrite)
 			if err != nil {
 				return rows, fmt.Errorf("fio on %s %s: %w", t.row.Pool, t.row.Target, err)
 			}
@@ -189,7 +202,7 @@ func medianOf(s []float64) float64 {
 // fioRow lays the file out (untimed: reads of a file that was never
 // written read holes), runs the four jobs, and removes the file, so every
 // round starts from a fresh, unfragmented one.
-func fioRow(ctx context.Context, cfg DiskConfig, file string) ([]float64, error) {
+func fioRow(ctx context.Context, cfg DiskConfig, file string, beforeRandWrite func() (func() error, error)) (vals []float64, err error) {
 	isDev := filepath.Dir(file) == "/dev"
 	size := strconv.FormatInt(cfg.FioFileBytes, 10)
 	if !isDev {
@@ -198,9 +211,16 @@ func fioRow(ctx context.Context, cfg DiskConfig, file string) ([]float64, error)
 	if _, err := runFio(ctx, cfg, file, "--rw=write", "--bs=1M", "--iodepth=8", "--size="+size); err != nil {
 		return nil, fmt.Errorf("lay out: %w", err)
 	}
-	vals := make([]float64, len(fioJobs))
+	vals = make([]float64, len(fioJobs))
 	for _, j := range fioRunOrder {
 		job := fioJobs[j]
+		if job.rw == "randwrite" && beforeRandWrite != nil {
+			undo, err := beforeRandWrite()
+			if err != nil {
+				return nil, err
+			}
+			defer func() { err = errors.Join(err, undo()) }()
+		}
 		res, err := runFio(ctx, cfg, file, "--rw="+job.rw, "--bs="+job.bs, "--iodepth="+strconv.Itoa(job.depth),
 			"--size="+size, "--time_based", "--runtime="+strconv.Itoa(int(cfg.FioRuntime.Seconds())))
 		if err != nil {
@@ -273,6 +293,24 @@ func fallocateFile(path string, size int64) error {
 	}
 	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
 	return errors.Join(err, f.Close())
+}
+
+// snapshot takes a snapshot of the volume through the CSI API; undo
+// deletes it.
+func (d *Driver) snapshot(ctx context.Context, v *volume) (func() error, error) {
+	rctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
+	defer cancel()
+	resp, err := d.ctrl.CreateSnapshot(rctx, &csi.CreateSnapshotRequest{SourceVolumeId: v.id, Name: v.name + "-snap-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	if err != nil {
+		return nil, fmt.Errorf("CreateSnapshot: %w", err)
+	}
+	id := resp.GetSnapshot().GetSnapshotId()
+	return func() error {
+		rctx, cancel := context.WithTimeout(context.Background(), d.opts.RPCTimeout)
+		defer cancel()
+		_, err := d.ctrl.DeleteSnapshot(rctx, &csi.DeleteSnapshotRequest{SnapshotId: id})
+		return err
+	}, nil
 }
 
 func makeSparse(path string, size int64) error {
