@@ -51,10 +51,12 @@ bench: deps build
 	./$(BIN) bench scale
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
-	# The native layout against images and the btrfs pool itself: a volume's
-	# life, and fio random 4 KiB writes (about 2 minutes).
-	$(GO) test -run '^$$' -bench Lifecycle -benchtime 30x ./internal/backend/local/
-	$(GO) test -run '^$$' -bench RandWrite -benchtime 1x ./internal/backend/local/
+	# Local volumes per layout (image, native, native nodatacow) against the
+	# pool's own filesystem (fio, four jobs) and against a bare directory
+	# (a volume's life, c=1 and c=8), in one run (about 6 minutes); then the
+	# lifecycle with the stage 2 s after the create, as a cluster does.
+	./$(BIN) bench disk
+	./$(BIN) bench disk --fio=false --stage-delay=2s --cycles=10
 
 clean:
 	rm -rf bin

@@ -30,6 +30,7 @@ func newCSICommand() *cobra.Command {
 		s3opts             s3.Options
 		formatOnCreate     bool
 		deleteInBackground bool
+		warmPool           string
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -50,7 +51,11 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 				if pool == "" {
 					return fmt.Errorf("--pool is required with --backend=local")
 				}
-				lb, err := local.New(pool, opts.NodeID, local.FormatOnCreate(formatOnCreate), local.DeleteInBackground(deleteInBackground))
+				warm, err := local.ParseWarmPool(warmPool)
+				if err != nil {
+					return fmt.Errorf("--warm-pool: %w", err)
+				}
+				lb, err := local.New(pool, opts.NodeID, local.FormatOnCreate(formatOnCreate), local.DeleteInBackground(deleteInBackground), local.WarmPool(warm))
 				if err != nil {
 					return err
 				}
@@ -91,6 +96,7 @@ COS) bucket, or a prefix in one, mounted through FUSE by ` + "`volplug mounter`"
 	f.StringVar(&pool, "pool", "", "directory that holds the disk images (local backend)")
 	f.BoolVar(&deleteInBackground, "delete-in-background", true, "DeleteVolume removes the volume at once and reclaims its space in the background; the space counts as used until then (local backend)")
 	f.BoolVar(&formatOnCreate, "format-on-create", true, "format a new blank filesystem volume in the background right after CreateVolume; a stage that comes first waits for it (local backend)")
+	f.StringVar(&warmPool, "warm-pool", "", "keep images formatted ahead, as size:fsType:count[,...] (e.g. 1Gi:ext4:2); a CreateVolume of that size and filesystem takes one, and its space counts as used (local backend)")
 	f.StringVar(&opts.Name, "driver-name", "local.csi.volplug.io", "CSI driver name")
 	f.StringVar(&mode, "mode", "all", "services to serve: all, controller or node")
 	f.BoolVar(&opts.EnableAttach, "enable-attach", false, "advertise ControllerPublish and require it before NodeStage")

@@ -109,8 +109,7 @@ hold no mount or loop device at the end.`,
 	f.BoolVar(&cfg.Snapshots, "snapshots", true, "after the load, measure snapshots, restores and clones on a plain and a reflink (xfs) pool")
 	f.BoolVar(&cfg.SnapshotsOnly, "snapshots-only", false, "measure only snapshots, restores and clones")
 	f.IntVar(&cfg.SnapIterations, "snap-iterations", 5, "snapshots, restores and clones per pool")
-	cmd.AddCommand(newS3Command())
-	cmd.AddCommand(newScaleCommand())
+	cmd.AddCommand(newS3Command(), newDiskCommand(), newScaleCommand())
 	return cmd
 }
 

@@ -31,6 +31,8 @@ type DriverOptions struct {
 	RPCTimeout   time.Duration // per RPC
 	SizeBytes    int64
 	FsType       string
+	Parameters   map[string]string // StorageClass parameters of every volume
+	StageDelay   time.Duration     // untimed wait between CreateVolume and the next step
 }
 
 // DriverInfo is what the driver told us about itself.

@@ -42,6 +42,9 @@ type volume struct {
 	stageTried     bool
 	publishTried   bool
 	source         *csi.VolumeContentSource // restore or clone; nil = empty volume
+	size           int64                    // 0: the driver's SizeBytes
+	params         map[string]string        // StorageClass parameters; nil: the driver's
+	cap            *csi.VolumeCapability    // nil: the driver's
 	volumeContext  map[string]string
 	publishContext map[string]string
 }
@@ -50,7 +53,20 @@ type volume struct {
 // duration of each step in Steps order. On error it tears down whatever
 // the cycle had set up before returning.
 func (d *Driver) Cycle(ctx context.Context, name string) (durs []time.Duration, err error) {
-	v := &volume{name: name, dir: filepath.Join(d.volDir, name)}
+	return d.CycleWith(ctx, name, VolumeSpec{})
+}
+
+// VolumeSpec overrides the driver's defaults for the volumes of one kind
+// of cycle, so that one driver serves several StorageClasses in a run.
+type VolumeSpec struct {
+	SizeBytes  int64                 // 0: the driver's
+	Parameters map[string]string     // nil: the driver's
+	Capability *csi.VolumeCapability // nil: the driver's
+}
+
+// CycleWith is Cycle for a volume of the given kind.
+func (d *Driver) CycleWith(ctx context.Context, name string, spec VolumeSpec) (durs []time.Duration, err error) {
+	v := &volume{name: name, dir: filepath.Join(d.volDir, name), size: spec.SizeBytes, params: spec.Parameters, cap: spec.Capability}
 	v.staging = filepath.Join(v.dir, "staging")
 	// The CO creates the parent of the target; the driver creates the
 	// target itself (CSI spec), so it must not exist beforehand.
@@ -81,6 +97,11 @@ func (d *Driver) Cycle(ctx context.Context, name string) (durs []time.Duration, 
 			return durs, fmt.Errorf("volume %s: %s: %w", name, step, err)
 		}
 		durs = append(durs, el)
+		if step == stepCreate && d.opts.StageDelay > 0 {
+			// A cluster stages seconds after the create (scheduling,
+			// attach); the gap is not the driver's time.
+			time.Sleep(d.opts.StageDelay)
+		}
 	}
 	// Checked outside the timed steps: the bench's own bookkeeping must
 	// not count against the driver.
@@ -107,8 +128,9 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 		if v.id == "" {
 			return errors.New("empty volume id")
 		}
-		if got := resp.GetVolume().GetCapacityBytes(); got != 0 && got < d.opts.SizeBytes {
-			return fmt.Errorf("capacity %d bytes, asked for %d", got, d.opts.SizeBytes)
+		want := d.createRequest(v).GetCapacityRange().GetRequiredBytes()
+		if got := resp.GetVolume().GetCapacityBytes(); got != 0 && got < want {
+			return fmt.Errorf("capacity %d bytes, asked for %d", got, want)
 		}
 	case stepCtrlPublish:
 		// Marked first: a timed-out publish may still have happened.
@@ -116,7 +138,7 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 		resp, err := d.ctrl.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
 			VolumeId:         v.id,
 			NodeId:           d.Info.NodeID,
-			VolumeCapability: d.cap,
+			VolumeCapability: d.capOf(v),
 			VolumeContext:    v.volumeContext,
 		})
 		if err != nil {
@@ -129,7 +151,7 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 			VolumeId:          v.id,
 			PublishContext:    v.publishContext,
 			StagingTargetPath: v.staging,
-			VolumeCapability:  d.cap,
+			VolumeCapability:  d.capOf(v),
 			VolumeContext:     v.volumeContext,
 		})
 		return err
@@ -139,7 +161,7 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 			VolumeId:         v.id,
 			PublishContext:   v.publishContext,
 			TargetPath:       v.target,
-			VolumeCapability: d.cap,
+			VolumeCapability: d.capOf(v),
 			VolumeContext:    v.volumeContext,
 		}
 		if d.Info.StageUnstage {
@@ -181,12 +203,27 @@ func (d *Driver) step(ctx context.Context, step string, v *volume) error {
 // so it carries the content source: CreateVolume is idempotent only for
 // the same request.
 func (d *Driver) createRequest(v *volume) *csi.CreateVolumeRequest {
+	size, params := d.opts.SizeBytes, d.opts.Parameters
+	if v.size > 0 {
+		size = v.size
+	}
+	if v.params != nil {
+		params = v.params
+	}
 	return &csi.CreateVolumeRequest{
 		Name:                v.name,
-		CapacityRange:       &csi.CapacityRange{RequiredBytes: d.opts.SizeBytes},
-		VolumeCapabilities:  []*csi.VolumeCapability{d.cap},
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: size},
+		VolumeCapabilities:  []*csi.VolumeCapability{d.capOf(v)},
 		VolumeContentSource: v.source,
+		Parameters:          params,
 	}
+}
+
+func (d *Driver) capOf(v *volume) *csi.VolumeCapability {
+	if v.cap != nil {
+		return v.cap
+	}
+	return d.cap
 }
 
 // teardown undoes a failed cycle in reverse order. It uses a fresh context

@@ -30,6 +30,13 @@ type xfsPool struct {
 // setupXFSPool makes the pool. On error it undoes whatever it had done, so
 // the caller only tears down a pool it got back.
 func setupXFSPool(ctx context.Context, image, mnt string, size int64, timeout time.Duration) (p *xfsPool, err error) {
+	return setupLoopFS(ctx, "xfs", []string{"-q", "-m", "reflink=1"}, image, mnt, size, timeout)
+}
+
+// setupLoopFS makes a pool of any filesystem the same way: mkfs.<fsType>
+// with mkfsArgs on a sparse image, a loop device, a mount. The disk bench
+// makes its btrfs pool with it.
+func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, mnt string, size int64, timeout time.Duration) (p *xfsPool, err error) {
 	p = &xfsPool{Image: image, Mount: mnt, timeout: timeout}
 	defer func() {
 		if err != nil {
@@ -41,7 +48,7 @@ func setupXFSPool(ctx context.Context, image, mnt string, size int64, timeout ti
 	}()
 	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return p, fmt.Errorf("xfs pool image: %w", err)
+		return p, fmt.Errorf("%s pool image: %w", fsType, err)
 	}
 	p.imgMade = true
 	err = f.Truncate(size)
@@ -49,28 +56,28 @@ func setupXFSPool(ctx context.Context, image, mnt string, size int64, timeout ti
 		err = cerr
 	}
 	if err != nil {
-		return p, fmt.Errorf("xfs pool image %s: %w", image, err)
+		return p, fmt.Errorf("%s pool image %s: %w", fsType, image, err)
 	}
 	// mkfs on the file, before it is attached: one loop device fewer to
 	// think about if mkfs fails.
-	if _, err := runTool(ctx, timeout, "mkfs.xfs", "-q", "-m", "reflink=1", image); err != nil {
-		return p, fmt.Errorf("xfs pool: %w", err)
+	if _, err := runTool(ctx, timeout, "mkfs."+fsType, append(mkfsArgs, image)...); err != nil {
+		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
 	p.loopTried = true
 	out, err := runTool(ctx, timeout, "losetup", "--find", "--show", image)
 	if err != nil {
-		return p, fmt.Errorf("xfs pool: %w", err)
+		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
 	p.Dev = strings.TrimSpace(out)
 	if !strings.HasPrefix(p.Dev, "/dev/loop") {
-		return p, fmt.Errorf("xfs pool: losetup printed %q, not a loop device", out)
+		return p, fmt.Errorf("%s pool: losetup printed %q, not a loop device", fsType, out)
 	}
 	if err := os.Mkdir(mnt, 0o700); err != nil {
-		return p, fmt.Errorf("xfs pool mount point: %w", err)
+		return p, fmt.Errorf("%s pool mount point: %w", fsType, err)
 	}
 	p.mounted = true
-	if _, err := runTool(ctx, timeout, "mount", "-t", "xfs", p.Dev, mnt); err != nil {
-		return p, fmt.Errorf("xfs pool: %w", err)
+	if _, err := runTool(ctx, timeout, "mount", "-t", fsType, p.Dev, mnt); err != nil {
+		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
 	return p, nil
 }

@@ -39,6 +39,12 @@ type Options struct {
 	// filesystem on top). Attach falls back to buffered I/O when the backing
 	// filesystem refuses it.
 	DirectIO bool
+	// BlockSize is the device's logical block size (512, the kernel's
+	// default, when 0). A filesystem made on a device with 4096-byte
+	// blocks cannot be mounted from one with 512-byte blocks and the
+	// other way round for xfs, so an image keeps the size it was made
+	// with.
+	BlockSize uint32
 }
 
 // attachMu serialises "find a free device, claim it" within this process.
@@ -117,6 +123,7 @@ func configure(dev string, file *os.File, image string, opts Options) error {
 	if opts.DirectIO {
 		cfg.Info.Flags |= unix.LO_FLAGS_DIRECT_IO
 	}
+	cfg.Size = opts.BlockSize
 	err = unix.IoctlLoopConfigure(int(ld.Fd()), &cfg)
 	if errors.Is(err, unix.EINVAL) && opts.DirectIO {
 		cfg.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO

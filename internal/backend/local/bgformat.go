@@ -185,5 +185,5 @@ func (b *Backend) Close() error {
 // ahead. A copy already holds a filesystem, a raw block volume holds none
 // of ours, and a native volume is a subvolume.
 func wantsBackgroundFormat(v *backend.Volume, src *contentSource) bool {
-	return src == nil && !v.Block && !isNative(v) && mount.Supported(v.FsType)
+	return src == nil && !v.Block && !isNative(v) && !v.Fresh && mount.Supported(v.FsType)
 }

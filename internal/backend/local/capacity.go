@@ -126,5 +126,9 @@ func (b *Backend) promised() (int64, error) {
 			total += max(size-st.Blocks*512, 0)
 		}
 	}
-	return total, nil
+	warm, err := b.pool.warmPromised()
+	if err != nil {
+		return 0, err
+	}
+	return total + warm, nil
 }

@@ -71,9 +71,13 @@ type Backend struct {
 	// trash.go); removals are those in flight, by trash path.
 	deleteInBackground bool
 	removals           map[string]chan struct{}
-	bgCtx              context.Context
-	bgStop             context.CancelFunc
-	bgWG               sync.WaitGroup
+	// warmSpecs are the kinds of images kept formatted ahead (warm.go);
+	// warmKick wakes the worker that refills them.
+	warmSpecs []WarmSpec
+	warmKick  chan struct{}
+	bgCtx     context.Context
+	bgStop    context.CancelFunc
+	bgWG      sync.WaitGroup
 }
 
 // New opens (or creates) the pool at dir for the node named node, as the
@@ -105,6 +109,14 @@ func New(dir, node string, opts ...Option) (*Backend, error) {
 		if err := b.releaseOrphan(v, devs); err != nil {
 			return nil, err
 		}
+	}
+	if devs, err = loop.Devices(); err != nil {
+		return nil, err
+	}
+	b.requeueFormats(vols, devs)
+	if err := b.startWarm(); err != nil {
+		b.Close()
+		return nil, err
 	}
 	return b, nil
 }
@@ -148,8 +160,8 @@ func (b *Backend) Dir() string { return b.pool.dir }
 // properties fit the request.
 func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) (*backend.Volume, error) {
 	for k := range req.Parameters {
-		if k != paramFsType && k != paramLayout {
-			return nil, fmt.Errorf("unknown parameter %q (known: %s, %s): %w", k, paramFsType, paramLayout, backend.ErrInvalid)
+		if k != paramFsType && k != paramLayout && k != paramNoDataCow {
+			return nil, fmt.Errorf("unknown parameter %q (known: %s, %s, %s): %w", k, paramFsType, paramLayout, paramNoDataCow, backend.ErrInvalid)
 		}
 	}
 	fsType := req.FsType
@@ -170,6 +182,9 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	layout, err := b.chooseLayout(req, src)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := checkNoDataCow(req.Parameters, layout); err != nil {
 		return nil, err
 	}
 	minimum := minSize[fsType]
@@ -235,7 +250,11 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	if layout == layoutNative {
 		err = makeNative(tmp, src, v)
 	} else if src == nil {
-		err = makeImage(image, size)
+		if b.takeWarm(v, image) {
+			v.Fresh = true // formatted ahead, never mounted
+		} else {
+			err = makeImage(image, size)
+		}
 	} else {
 		err = b.copyFrom(src, image, v)
 	}

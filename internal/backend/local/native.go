@@ -119,6 +119,13 @@ func makeNative(dir string, src *contentSource, v *backend.Volume) error {
 		return err
 	}
 	failpoint.Hit("local.native.subvol-made")
+	if src == nil && noDataCow(v) {
+		// A snapshot keeps its source's flags, root and files alike: a
+		// clone or restore is as copy-on-write as its source was.
+		if err := setNoCow(sub); err != nil {
+			return err
+		}
+	}
 	return limitSubvolume(sub, v.Size)
 }
 
@@ -215,7 +222,7 @@ func (b *Backend) nativeStats(ctx context.Context, v *backend.Volume, path strin
 	if _, ok := users[path]; !ok {
 		return nil, fmt.Errorf("volume %s is not at %s: %w", v.ID, path, backend.ErrNotFound)
 	}
-	used, limit, err := qgroupUsage(ctx, b.pool.subvol(v.ID))
+	used, limit, err := subvolumeUsage(ctx, b.pool.subvol(v.ID))
 	if err != nil {
 		return nil, err
 	}
