@@ -77,6 +77,8 @@ func TestHostileInput(t *testing.T) {
 		if only := os.Getenv("VOLPLUG_HOSTILE_ONLY"); only != "" && !strings.Contains(only, d.name) {
 			continue
 		}
+		// Only the s3 door can touch a bucket: the others skip the listing.
+		w.listBuckets = d.name == "s3"
 		cases := slices.Concat(d.idCases(), d.pathCases(), d.flagCases(), d.sizeCases())
 		t.Run(d.name, func(t *testing.T) {
 			var snapTotal, callTotal time.Duration
@@ -114,6 +116,7 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 	t.Run("flex", func(t *testing.T) {
+		w.listBuckets = false
 		f := flexDoorSetUp(t, bin, dir, outside)
 		for _, c := range f.cases() {
 			before := w.snapshot(t)
