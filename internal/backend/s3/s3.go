@@ -81,7 +81,7 @@ func parseID(id string) (bucket, prefix string, err error) {
 	if len(id) > maxIDLen {
 		return "", "", fmt.Errorf("volume ID %q: longer than %d bytes: %w", id, maxIDLen, backend.ErrInvalid)
 	}
-	if id != bucket && id != bucket+"/"+strings.TrimSuffix(prefix, "/") {
+	if id != volumeID(bucket, prefix) { // one volume, one ID: "b/" is not "b"
 		return "", "", fmt.Errorf("volume ID %q: not in canonical form %q: %w", id, bucket+"/"+strings.TrimSuffix(prefix, "/"), backend.ErrInvalid)
 	}
 	return bucket, prefix, nil
