@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # root tests on its own pool, so packages may run in parallel.
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build deps demo test unit bench vet clean
+.PHONY: all build deps demo test unit bench vet clean fuzz hostile
 
 all: build
 
@@ -32,6 +32,15 @@ vet:
 # csi-sanity conformance suite.
 test: deps vet
 	$(GO) test $(TESTFLAGS) ./...
+	./scripts/fuzz.sh
+
+# Every fuzz target for FUZZTIME each (default 2s).
+fuzz:
+	./scripts/fuzz.sh
+
+# The whole hostile-input table (make test runs one value of each kind).
+hostile: deps
+	VOLPLUG_HOSTILE=full $(GO) test -count=1 -timeout 30m -run TestHostileInput ./test/hostile/
 
 # Only what runs without root.
 unit:
