@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # root tests on its own pool, so packages may run in parallel.
 TESTFLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: all build deps demo test unit bench reliability vet clean
+.PHONY: all build deps demo test unit bench reliability vet clean fuzz hostile
 
 all: build
 
@@ -33,12 +33,21 @@ vet:
 test: deps vet
 	$(GO) test $(TESTFLAGS) ./...
 	$(GO) test $(TESTFLAGS) -tags failpoints ./internal/failpoint/
+	./scripts/fuzz.sh
 
 # Every crash case: volplug csi killed at each failpoint of a volume's
 # whole life, restarted, retried, checked (make test runs a subset); and
 # the node reboot. See README.md, Reliability.
 reliability: deps
 	$(GO) test -count=1 -timeout 90m -v ./test/crash/ -args -all
+
+# Every fuzz target for FUZZTIME each (default 2s).
+fuzz:
+	./scripts/fuzz.sh
+
+# The whole hostile-input table (make test runs one value of each kind).
+hostile: deps
+	VOLPLUG_HOSTILE=full $(GO) test -count=1 -timeout 30m -run TestHostileInput ./test/hostile/
 
 # Only what runs without root.
 unit:

@@ -77,11 +77,8 @@ func checkCapability(c *csi.VolumeCapability) (csirpc.Capability, error) {
 
 func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if name == "" {
-		return nil, csirpc.Invalid("volume name is missing")
-	}
-	if len(name) > csirpc.MaxNameLen {
-		return nil, csirpc.Invalid("volume name is longer than %d bytes", csirpc.MaxNameLen)
+	if err := csirpc.CheckName("volume", name); err != nil {
+		return nil, err
 	}
 	capa, err := csirpc.CheckCapabilities(req.GetVolumeCapabilities(), accessModes)
 	if err != nil {
@@ -96,9 +93,12 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if req.GetVolumeContentSource() != nil {
 		return nil, csirpc.Invalid("a FlexVolume driver cannot copy volumes or snapshots")
 	}
+	if len(req.GetMutableParameters()) > 0 {
+		return nil, csirpc.Invalid("a FlexVolume driver has no mutable parameters")
+	}
 	rng := req.GetCapacityRange()
 	if rng.GetRequiredBytes() < 0 || rng.GetLimitBytes() < 0 {
-		return nil, status.Error(codes.OutOfRange, "capacity range: sizes must not be negative")
+		return nil, csirpc.CheckCapacity(rng)
 	}
 	if lim := rng.GetLimitBytes(); lim > 0 && rng.GetRequiredBytes() > lim {
 		return nil, status.Errorf(codes.OutOfRange, "required %d bytes is more than the limit %d", rng.GetRequiredBytes(), lim)
@@ -129,7 +129,7 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if err != nil {
 		return nil, toStatus(res, err)
 	}
-	if err := csirpc.CheckID(res.VolumeID); err != nil {
+	if err := checkID(res.VolumeID); err != nil {
 		return nil, status.Errorf(codes.Internal, "provision answered a bad volumeID %q: %v", res.VolumeID, status.Convert(err).Message())
 	}
 	size := res.Capacity
@@ -146,7 +146,7 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 }
 
 func (s *controllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if !s.a.feat.provision {
@@ -171,11 +171,11 @@ func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi
 	if !s.a.feat.attach {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
-	if req.GetNodeId() == "" {
-		return nil, csirpc.Invalid("node ID is missing")
+	if err := csirpc.CheckName("node", req.GetNodeId()); err != nil {
+		return nil, err
 	}
 	capa, err := checkCapability(req.GetVolumeCapability())
 	if err != nil {
@@ -206,10 +206,15 @@ func (s *controllerServer) ControllerUnpublishVolume(ctx context.Context, req *c
 	if !s.a.feat.attach {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	node := req.GetNodeId()
+	if node != "" {
+		if err := csirpc.CheckName("node", node); err != nil {
+			return nil, err
+		}
+	}
 	if node == "" {
 		// "From every node": detach names one, and this adapter's node
 		// is the only one it knows.
@@ -228,7 +233,7 @@ func (s *controllerServer) ControllerUnpublishVolume(ctx context.Context, req *c
 }
 
 func (s *controllerServer) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	if len(req.GetVolumeCapabilities()) == 0 {
@@ -254,7 +259,10 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 	if !s.a.feat.expandCtrl {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not answer expandvolume")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := csirpc.CheckCapacity(req.GetCapacityRange()); err != nil {
 		return nil, err
 	}
 	want := req.GetCapacityRange().GetRequiredBytes()
@@ -296,7 +304,7 @@ func (s *controllerServer) ControllerGetVolume(ctx context.Context, req *csi.Con
 	if !s.a.feat.attach {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	opts := driverOptions{volumeID: req.GetVolumeId()}

@@ -68,7 +68,7 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 	if !s.a.feat.attach {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes, so nothing is staged")
 	}
-	staging, err := csirpc.CheckIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
+	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 	if !s.a.feat.attach {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not attach volumes, so nothing is staged")
 	}
-	staging, err := csirpc.CheckIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
+	staging, err := checkIDAndPath(req.GetVolumeId(), "staging target path", req.GetStagingTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func (s *nodeServer) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstage
 // NodePublishVolume is kubelet's SetUp: the driver's mount, or, when it
 // has none, a bind mount from where mountdevice staged the volume.
 func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
-	target, err := csirpc.CheckIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
+	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 		if req.GetStagingTargetPath() == "" {
 			return nil, status.Error(codes.FailedPrecondition, "staging target path is missing: this driver stages volumes (NodeStageVolume) before publishing them")
 		}
-		if staging, err = csirpc.CheckPath("staging target path", req.GetStagingTargetPath()); err != nil {
+		if staging, err = csirpc.CheckNodePath("staging target path", req.GetStagingTargetPath()); err != nil {
 			return nil, err
 		}
 	}
@@ -179,6 +179,16 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 		return nil, status.Error(codes.Internal, err.Error())
 	} else if on != nil {
 		return &csi.NodePublishVolumeResponse{}, nil // kubelet: mount only once
+	}
+	if staging != "" {
+		// The bind's source must be what NodeStage mounted: a staging
+		// path with nothing mounted on it (or the root of the mount
+		// namespace) would put the host's own directories in the pod.
+		if on, err := m.Mounted(staging); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		} else if on == nil || staging == "/" {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s: NodeStageVolume first", req.GetVolumeId(), staging)
+		}
 	}
 	// kubelet makes the pod's volume directory before mount; CSI leaves
 	// the target to the driver.
@@ -219,7 +229,7 @@ func (s *nodeServer) bind(staging, target string, readOnly bool) error {
 }
 
 func (s *nodeServer) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
-	target, err := csirpc.CheckIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
+	target, err := checkIDAndPath(req.GetVolumeId(), "target path", req.GetTargetPath())
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +286,7 @@ func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVo
 	if !s.a.feat.expandNode {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not grow filesystems")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	path, err := csirpc.CheckVolumePath(req.GetVolumePath())
@@ -339,7 +349,7 @@ func (s *nodeServer) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVol
 	if !s.a.feat.nodeMetrics {
 		return nil, status.Error(codes.Unimplemented, "the FlexVolume driver does not report supportsMetrics")
 	}
-	if err := csirpc.CheckID(req.GetVolumeId()); err != nil {
+	if err := checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
 	path, err := csirpc.CheckVolumePath(req.GetVolumePath())

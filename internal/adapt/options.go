@@ -3,6 +3,8 @@ package adapt
 import (
 	"encoding/base64"
 	"encoding/json"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -74,4 +76,32 @@ func (o driverOptions) json() string {
 func validGroup(g string) bool {
 	n, err := strconv.ParseInt(g, 10, 64)
 	return g == "" || (err == nil && n >= 0)
+}
+
+// idRE is what the adapter takes as a volume ID: a PV's name (a migrated
+// flex volume keeps it as its handle) or what `provision` answered, in
+// letters, digits and ._-:~@+= with "/" between names. The ID reaches the
+// driver as kubernetes.io/pvOrVolumeName and in argv (never a shell); the
+// adapter cannot know a driver's own form, so it refuses what no PV name
+// or sane ID holds: "..", an absolute path, whitespace, control or shell
+// characters.
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_:~@+=-][A-Za-z0-9._:~@+=-]*(/[A-Za-z0-9._:~@+=-]+)*$`)
+
+// checkID is csirpc.CheckID and the adapter's form.
+func checkID(id string) error {
+	if err := csirpc.CheckID(id); err != nil {
+		return err
+	}
+	if !idRE.MatchString(id) || slices.Contains(strings.Split(id, "/"), "..") {
+		return csirpc.Invalid("volume ID %q: want letters, digits and ._-:~@+= with '/' between names, no '..'", id)
+	}
+	return nil
+}
+
+// checkIDAndPath is csirpc.CheckIDAndPath with the adapter's ID form.
+func checkIDAndPath(id, what, path string) (string, error) {
+	if err := checkID(id); err != nil {
+		return "", err
+	}
+	return csirpc.CheckNodePath(what, path)
 }

@@ -87,3 +87,19 @@ func TestPartSizeFollowsCapacity(t *testing.T) {
 		}
 	}
 }
+
+// FuzzValidateBucket: an accepted bucket name is one DNS-style name: no
+// slash, no "..", 3 to 63 bytes.
+func FuzzValidateBucket(f *testing.F) {
+	for _, s := range []string{"bucket", "a..b", "../x", "1.2.3.4", "ab", "a/b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b string) {
+		if ValidateBucket(b) != nil {
+			return
+		}
+		if len(b) < 3 || len(b) > 63 || strings.ContainsAny(b, "/\x00,") || strings.Contains(b, "..") {
+			t.Fatalf("bucket %q accepted", b)
+		}
+	})
+}

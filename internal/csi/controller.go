@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 )
 
 type controllerServer struct {
@@ -66,11 +67,11 @@ func (s *controllerServer) ControllerGetCapabilities(ctx context.Context, req *c
 
 func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	name := req.GetName()
-	if name == "" {
-		return nil, invalid("volume name is missing")
+	if err := csirpc.CheckName("volume", name); err != nil {
+		return nil, err
 	}
-	if len(name) > maxNameLen {
-		return nil, invalid("volume name is longer than %d bytes", maxNameLen)
+	if err := csirpc.CheckCapacity(req.GetCapacityRange()); err != nil {
+		return nil, err
 	}
 	capa, err := s.d.checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
@@ -80,6 +81,9 @@ func (s *controllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	srcVol := req.GetVolumeContentSource().GetVolume().GetVolumeId()
 	if src := req.GetVolumeContentSource(); src != nil && srcSnap == "" && srcVol == "" {
 		return nil, invalid("volume content source names neither a snapshot nor a volume")
+	}
+	if len(req.GetMutableParameters()) > 0 && !s.d.backend.Capabilities().Modify {
+		return nil, invalid("this backend has no mutable parameters")
 	}
 	if bc := s.d.backend.Capabilities(); (srcSnap != "" && !bc.Snapshots) || (srcVol != "" && !bc.Clones) {
 		return nil, status.Error(codes.InvalidArgument, "this backend cannot copy volumes or snapshots")
@@ -189,8 +193,8 @@ func (s *controllerServer) ControllerPublishVolume(ctx context.Context, req *csi
 	if err := s.d.checkID(req.GetVolumeId()); err != nil {
 		return nil, err
 	}
-	if req.GetNodeId() == "" {
-		return nil, invalid("node ID is missing")
+	if err := csirpc.CheckName("node", req.GetNodeId()); err != nil {
+		return nil, err
 	}
 	capa, err := s.d.checkCapability(req.GetVolumeCapability())
 	if err != nil {
@@ -283,6 +287,9 @@ func (s *controllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 	}
 	if req.GetCapacityRange() == nil {
 		return nil, invalid("capacity range is missing")
+	}
+	if err := csirpc.CheckCapacity(req.GetCapacityRange()); err != nil {
+		return nil, err
 	}
 	size := req.GetCapacityRange().GetRequiredBytes()
 	if limit := req.GetCapacityRange().GetLimitBytes(); limit > 0 && size > limit {

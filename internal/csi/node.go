@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 )
 
 type nodeServer struct {
@@ -133,7 +134,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	}
 	var staging string
 	if !ephemeral {
-		if staging, err = checkPath("staging target path", req.GetStagingTargetPath()); err != nil {
+		if staging, err = csirpc.CheckNodePath("staging target path", req.GetStagingTargetPath()); err != nil {
 			return nil, err
 		}
 	}
@@ -214,6 +215,9 @@ func (s *nodeServer) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVo
 	}
 	path, err := checkVolumePath(req.GetVolumePath())
 	if err != nil {
+		return nil, err
+	}
+	if err := csirpc.CheckCapacity(req.GetCapacityRange()); err != nil {
 		return nil, err
 	}
 	release, err := s.d.locks.acquire(req.GetVolumeId())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 )
 
 func csiSnapshot(s *backend.Snapshot) *csi.Snapshot {
@@ -31,14 +33,18 @@ func (s *controllerServer) CreateSnapshot(ctx context.Context, req *csi.CreateSn
 	if err := s.snapshotsOn(); err != nil {
 		return nil, err
 	}
-	if req.GetName() == "" {
-		return nil, invalid("snapshot name is missing")
-	}
-	if len(req.GetName()) > maxNameLen {
-		return nil, invalid("snapshot name is longer than %d bytes", maxNameLen)
+	if err := csirpc.CheckName("snapshot", req.GetName()); err != nil {
+		return nil, err
 	}
 	if err := s.d.checkID(req.GetSourceVolumeId()); err != nil {
-		return nil, invalid("source volume ID is missing")
+		return nil, err
+	}
+	// No backend takes snapshot parameters; the snapshotter's own keys
+	// (--extra-create-metadata) are what a VolumeSnapshotClass may carry.
+	for k := range req.GetParameters() {
+		if !strings.HasPrefix(k, "csi.storage.k8s.io/") {
+			return nil, invalid("unknown snapshot parameter %q: this driver takes none", k)
+		}
 	}
 	if !s.reachable(req.GetAccessibilityRequirements()) {
 		return nil, status.Errorf(codes.ResourceExhausted, "snapshots of this driver live on node %s, which the topology requirement excludes", s.d.opts.NodeID)
@@ -141,11 +147,16 @@ func csiGroup(g *backend.GroupSnapshot) *csi.VolumeGroupSnapshot {
 }
 
 func (s *groupControllerServer) CreateVolumeGroupSnapshot(ctx context.Context, req *csi.CreateVolumeGroupSnapshotRequest) (*csi.CreateVolumeGroupSnapshotResponse, error) {
-	if req.GetName() == "" {
-		return nil, invalid("group snapshot name is missing")
+	if err := csirpc.CheckName("group snapshot", req.GetName()); err != nil {
+		return nil, err
 	}
 	if len(req.GetSourceVolumeIds()) == 0 {
 		return nil, invalid("source volume IDs are missing")
+	}
+	for k := range req.GetParameters() {
+		if !strings.HasPrefix(k, "csi.storage.k8s.io/") {
+			return nil, invalid("unknown group snapshot parameter %q: this driver takes none", k)
+		}
 	}
 	ids := slices.Clone(req.GetSourceVolumeIds())
 	slices.Sort(ids)

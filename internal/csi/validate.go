@@ -61,7 +61,7 @@ func (d *Driver) checkIDAndPath(id, what, path string) (string, error) {
 	if err := d.checkID(id); err != nil {
 		return "", err
 	}
-	return csirpc.CheckPath(what, path)
+	return csirpc.CheckNodePath(what, path)
 }
 
 func checkPath(what, p string) (string, error) { return csirpc.CheckPath(what, p) }

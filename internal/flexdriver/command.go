@@ -16,11 +16,16 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/csirpc"
 	"github.com/volplug/volplug/pkg/flex"
 )
 
@@ -143,7 +148,18 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 	}
 	if len(args) != len(names) {
 		d.log.Info("call", "call", call, "args", len(args))
-		return flex.Failure(fmt.Sprintf("%s takes %d arguments (%v), got %d", call, len(names), names, len(args)))
+		return invalidArgument(fmt.Sprintf("%s takes %d arguments (%v), got %d", call, len(names), names, len(args)))
+	}
+	for i, n := range names {
+		// kubelet's paths: absolute, clean, not a symlink (a mount or an
+		// unmount there would land wherever it points). expandvolume's
+		// deviceMountPath is "" from controller-manager.
+		if (n == "podVolumeDir" || n == "deviceMountPath") && (args[i] != "" || call != flex.CallExpandVolume) {
+			if _, err := csirpc.CheckNodePath(n, args[i]); err != nil {
+				d.log.Info("call", "call", call, "err", err)
+				return invalidArgument(status.Convert(err).Message())
+			}
+		}
 	}
 	attrs := []any{"call", call}
 	var opts *flex.Options
@@ -156,12 +172,15 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 		if err != nil {
 			// The raw text may hold secrets: it is not logged.
 			d.log.Info("call", append(attrs, "err", err)...)
-			return flex.Failure(err.Error())
+			return invalidArgument(err.Error())
 		}
 		opts = o
 		attrs = append(attrs, "options", o)
 	}
 	d.log.Info("call", attrs...)
+	if err := d.checkArgs(names, args, opts); err != nil {
+		return failure(err)
+	}
 	defer func() {
 		if res.Status == flex.StatusFailure {
 			d.log.Error("answer", "call", call, "status", res.Status, "message", res.Message)
@@ -222,4 +241,50 @@ func (d *driver) do(ctx context.Context, args []string) (res *flex.Result) {
 		return failure(err)
 	}
 	return res
+}
+
+// invalidArgument is a Failure coded INVALID_ARGUMENT, for `volplug adapt`.
+func invalidArgument(msg string) *flex.Result {
+	res := flex.Failure(msg)
+	res.Code = csirpc.CodeName(codes.InvalidArgument)
+	return res
+}
+
+// checkArgs refuses what no kubelet sends: a node name with control
+// characters, options this driver does not know (a typo would otherwise
+// be a silent default), a filesystem type that is not a plain word.
+func (d *driver) checkArgs(names, args []string, o *flex.Options) error {
+	for i, n := range names {
+		switch n {
+		case "nodeName":
+			if err := csirpc.CheckName("node", args[i]); err != nil {
+				return fmt.Errorf("%s: %w", status.Convert(err).Message(), backend.ErrInvalid)
+			}
+		case "newBytes", "oldBytes":
+			if v, err := strconv.ParseInt(args[i], 10, 64); err != nil || v < 0 {
+				return fmt.Errorf("%s %q: want a number of bytes: %w", n, args[i], backend.ErrInvalid)
+			}
+		}
+	}
+	if o == nil || d.name != "local" {
+		return nil // the s3 driver checks its parameters in the backend
+	}
+	for k := range o.Driver {
+		switch k {
+		case optVolumeID, optImage, optSize, optFsType:
+		default:
+			return fmt.Errorf("unknown option %q (known: %s, %s, %s, %s): %w", k, optVolumeID, optImage, optSize, optFsType, backend.ErrInvalid)
+		}
+	}
+	for what, name := range map[string]string{flex.KeyPVOrVolumeName: o.VolumeName, optImage: o.Driver[optImage]} {
+		if err := csirpc.CheckName("volume", name); name != "" && err != nil {
+			return fmt.Errorf("option %q: %s: %w", what, status.Convert(err).Message(), backend.ErrInvalid)
+		}
+	}
+	for _, fs := range []string{o.FsType, o.Driver[optFsType]} {
+		if err := csirpc.CheckFsType(fs); err != nil {
+			return fmt.Errorf("%s: %w", status.Convert(err).Message(), backend.ErrInvalid)
+		}
+	}
+	return nil
 }

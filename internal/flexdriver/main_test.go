@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/volplug/volplug/pkg/flex"
@@ -25,12 +26,24 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := build(dir)
+	code := 0
+	if !fuzzing() { // fuzz targets need no binary, and every fuzz worker runs TestMain
+		code = build(dir)
+	}
 	if code == 0 {
 		code = m.Run()
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+func fuzzing() bool {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			return true
+		}
+	}
+	return false
 }
 
 func build(dir string) int {

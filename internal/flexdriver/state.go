@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/volplug/volplug/internal/backend"
 )
 
 // state is what the driver keeps on the node between calls, under
@@ -64,7 +67,14 @@ func (s *state) tryLock(key string) (unlock func(), ok bool) {
 	return unlock, err == nil
 }
 
+// lockKey is what a lock's key may look like: a volume ID or "pool", one
+// name in locks/ and nothing else, whatever a caller passed.
+var lockKey = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
 func (s *state) flock(key string, how int) (func(), error) {
+	if !lockKey.MatchString(key) {
+		return nil, fmt.Errorf("volume ID %q: must be 1-128 letters, digits, '.', '_' or '-', not starting with '.': %w", key, backend.ErrInvalid)
+	}
 	path := filepath.Join(s.dir, "locks", key+".lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {

@@ -22,6 +22,7 @@ package mounter
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -75,6 +76,20 @@ func (r *Request) validate() error {
 		return fmt.Errorf("access key and secret key are required")
 	}
 	r.FS.FsName = Source(r.FS.Bucket, r.FS.Prefix)
+	// Every kind takes these inside a comma-separated option list (s3fs
+	// -o url=...,fsname=...; FUSE's own fsname=): a comma, a quote or a
+	// control character there would add options of the request's choosing
+	// (suid, dev, passwd_file=...).
+	for what, v := range map[string]string{"prefix": r.FS.Prefix, "endpoint": r.FS.Endpoint, "region": r.FS.Region} {
+		if strings.ContainsAny(v, ",\"'") || strings.ContainsFunc(v, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+			return fmt.Errorf("%s %q: a comma, quote or control character cannot pass to a mount", what, v)
+		}
+	}
+	// The target is a directory the node plugin made; a symlink there
+	// would put the mount wherever it points.
+	if fi, err := os.Lstat(r.Target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("target %q is a symbolic link", r.Target)
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Option keys kubelet sets in the JSON argument. The user's own options
@@ -57,6 +58,9 @@ type Options struct {
 // ParseOptions parses the JSON argument: an object whose values are all
 // strings. Error messages name keys, never secret values.
 func ParseOptions(data []byte) (*Options, error) {
+	if !utf8.Valid(data) {
+		return nil, errors.New("options are not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var raw map[string]any

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,11 @@ func chooseSize(required, limit, floor int64) (int64, error) {
 	}
 	if required < floor {
 		required = floor
+	}
+	if required > math.MaxInt64-MiB {
+		// Rounding up would overflow into a negative size; no pool is
+		// this large anyway.
+		return 0, fmt.Errorf("%d bytes: larger than any volume can be: %w", required, backend.ErrOutOfRange)
 	}
 	for _, align := range []int64{MiB, 4096, 512} {
 		size := (required + align - 1) / align * align

@@ -308,6 +308,12 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 	staging := b.stagingPath(req.ID, req.StagingPath)
 	if !req.Block {
 		staged, err := b.stagedAt(staging, image)
+		if errors.Is(err, backend.ErrAlreadyExists) {
+			// Something else is mounted there: the CO named a staging
+			// path this volume is not staged at (it must never become
+			// the bind's source).
+			return fmt.Errorf("volume %s is not staged at %s: %v: %w", req.ID, staging, err, errNotStaged)
+		}
 		if err != nil {
 			return err
 		}

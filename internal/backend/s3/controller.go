@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/minio/minio-go/v7"
 	minioCreds "github.com/minio/minio-go/v7/pkg/credentials"
 	"k8s.io/klog/v2"
 
 	"github.com/volplug/volplug/internal/backend"
+	"github.com/volplug/volplug/internal/bucketfs"
 	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mounter"
 )
@@ -88,6 +90,12 @@ func checkParams(params map[string]string) error {
 	for k, v := range params {
 		switch k {
 		case paramBucket, paramPrefix, paramEndpoint, paramRegion:
+			if strings.ContainsAny(v, mountSpecial) || strings.ContainsFunc(v, unicode.IsControl) {
+				return fmt.Errorf("%s %q: a comma, quote or control character cannot pass to a mount: %w", k, v, backend.ErrInvalid)
+			}
+			if _, err := bucketfs.NormalizePrefix(v); k == paramPrefix && err != nil {
+				return fmt.Errorf("%s: %v: %w", k, err, backend.ErrInvalid)
+			}
 		case paramMounter:
 			if v != mounter.Builtin && v != mounter.S3FS && v != mounter.Rclone {
 				return fmt.Errorf("mounter %q: want %s, %s or %s: %w", v, mounter.Builtin, mounter.S3FS, mounter.Rclone, backend.ErrInvalid)

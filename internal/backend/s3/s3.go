@@ -75,14 +75,21 @@ func parseID(id string) (bucket, prefix string, err error) {
 	if prefix, err = bucketfs.NormalizePrefix(rest); err != nil {
 		return "", "", fmt.Errorf("volume ID %q: %v: %w", id, err, backend.ErrInvalid)
 	}
+	if strings.ContainsAny(prefix, mountSpecial) {
+		return "", "", fmt.Errorf("volume ID %q: a comma or quote cannot pass to a mount's options: %w", id, backend.ErrInvalid)
+	}
 	if len(id) > maxIDLen {
 		return "", "", fmt.Errorf("volume ID %q: longer than %d bytes: %w", id, maxIDLen, backend.ErrInvalid)
 	}
-	if id != bucket && id != bucket+"/"+strings.TrimSuffix(prefix, "/") {
+	if id != volumeID(bucket, prefix) { // one volume, one ID: "b/" is not "b"
 		return "", "", fmt.Errorf("volume ID %q: not in canonical form %q: %w", id, bucket+"/"+strings.TrimSuffix(prefix, "/"), backend.ErrInvalid)
 	}
 	return bucket, prefix, nil
 }
+
+// mountSpecial are the characters a mount option list cannot carry in a
+// value: s3fs and FUSE take the prefix and endpoint in "-o a=b,c=d".
+const mountSpecial = ",\"'"
 
 func volumeID(bucket, prefix string) string {
 	if prefix == "" {
