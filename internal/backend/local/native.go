@@ -160,7 +160,7 @@ func (b *Backend) stageNative(req *backend.StageRequest) error {
 	if done, err := b.nativeAt(staging, req.ID); err != nil || done {
 		return err
 	}
-	if err := os.MkdirAll(staging, 0o750); err != nil {
+	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	if err := b.mount.Bind(b.pool.subvol(req.ID), staging, req.ReadOnly); err != nil {

@@ -77,7 +77,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	if kind == "" {
 		kind = mounter.Builtin
 	}
-	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil {
+	if err := os.MkdirAll(req.StagingPath, 0o700); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	if err := b.ensureMounter(ctx); err != nil {
@@ -264,10 +264,10 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o700); err != nil {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
-	if err := os.Mkdir(req.TargetPath, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(req.TargetPath, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
 	if err := b.mount.Bind(req.StagingPath, req.TargetPath, req.ReadOnly); err != nil {
