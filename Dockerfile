@@ -36,7 +36,7 @@ RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      util-linux mount e2fsprogs xfsprogs btrfs-progs fuse3 ca-certificates s3fs rclone \
+      util-linux mount e2fsprogs xfsprogs btrfs-progs fuse3 ca-certificates s3fs rclone jq \
  && mkdir -p /usr/share/volplug \
  && dpkg-query -W -f '${Package} ${Version}\n' | LC_ALL=C sort > /usr/share/volplug/packages \
  && rm -rf /var/lib/apt/lists/*

@@ -58,12 +58,22 @@ slim=(
   --dpkgopt='path-exclude=/usr/share/man/*'
 )
 
-echo "build-image: rootfs (mmdebstrap $variant, $suite: ${pkgs[*]})"
+# dpkg syncs every file it unpacks: on a busy disk that is most of the time
+# a build takes. mmdebstrap builds in $TMPDIR, so point it at a tmpfs when
+# one has room (the result is the same; only the output tar goes to disk).
+build_tmp=${TMPDIR:-/tmp}
+if [ -z "${IMAGE_BUILD_TMPDIR:-}" ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] &&
+   [ "$(df -k --output=avail /dev/shm | tail -1)" -gt $((2 * 1024 * 1024)) ]; then
+  build_tmp=/dev/shm
+fi
+build_tmp=${IMAGE_BUILD_TMPDIR:-$build_tmp}
+
+echo "build-image: rootfs (mmdebstrap $variant, $suite: ${pkgs[*]}; building in $build_tmp)"
 # The cache goes in before the download and comes out before the cleanup;
 # --skip=essential/unlink keeps the base's .debs for sync-out. The host's
 # resolv.conf and hostname are dropped: they would make the image differ
 # between hosts, and every runtime provides its own.
-mmdebstrap --quiet --mode=root --variant="$variant" --include="$include" "${slim[@]}" \
+TMPDIR=$build_tmp mmdebstrap --quiet --mode=root --variant="$variant" --include="$include" "${slim[@]}" \
   --skip=essential/unlink \
   --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
   --setup-hook="sync-in $cache /var/cache/apt/archives" \

@@ -383,11 +383,19 @@ func (r *rootfs) flex(t *testing.T) {
 	if err != nil {
 		t.Fatalf("flex mount and unmount: %v: %s", err, out)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	answers := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		answers++
 		var res map[string]any
 		if err := json.Unmarshal([]byte(line), &res); err != nil || res["status"] != "Success" {
 			t.Fatalf("flex mount/unmount answered %q (%v)", line, err)
 		}
+	}
+	if answers != 2 {
+		t.Fatalf("flex mount and unmount: %d answers: %s", answers, out)
 	}
 	t.Logf("flex: installed, init, mount (64Mi ext4) and unmount: ok")
 }
