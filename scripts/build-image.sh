@@ -40,6 +40,9 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/volplug-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$cache" "$(dirname "$out")"
+# One build at a time per cache: one's sync-out would race another's sync-in.
+exec 9>"$cache.lock"
+flock 9
 
 mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/image-packages)
 [ ${#pkgs[@]} -gt 0 ] || { echo "build-image: no packages in scripts/image-packages" >&2; exit 1; }
