@@ -39,6 +39,7 @@ RUN apt-get update \
       util-linux mount e2fsprogs xfsprogs btrfs-progs fuse3 ca-certificates s3fs rclone jq \
  && mkdir -p /usr/share/volplug \
  && dpkg-query -W -f '${Package} ${Version}\n' | LC_ALL=C sort > /usr/share/volplug/packages \
+ && find /usr -depth -type d -name __pycache__ -exec rm -rf {} + \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/volplug /usr/local/bin/volplug
 # Runs as root: the node plugin attaches loop devices and mounts (the pod is

@@ -75,13 +75,17 @@ echo "build-image: rootfs (mmdebstrap $variant, $suite: ${pkgs[*]}; building in 
 # The cache goes in before the download and comes out before the cleanup;
 # --skip=essential/unlink keeps the base's .debs for sync-out. The host's
 # resolv.conf and hostname are dropped: they would make the image differ
-# between hosts, and every runtime provides its own.
+# between hosts, and every runtime provides its own. So are the .pyc files
+# python3's postinst compiles (python3 is there for xfsprogs' xfs_scrub_all):
+# marshal output is not the same from one run to the next, dpkg owns none
+# of them, and python makes them again when needed.
 TMPDIR=$build_tmp mmdebstrap --quiet --mode=root --variant="$variant" --include="$include" "${slim[@]}" \
   --skip=essential/unlink \
   --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
   --setup-hook="sync-in $cache /var/cache/apt/archives" \
   --customize-hook="sync-out /var/cache/apt/archives $cache" \
   --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"' \
+  --customize-hook='find "$1/usr" -depth -type d -name __pycache__ -exec rm -rf {} +' \
   --customize-hook='mkdir -p "$1/usr/share/volplug"' \
   --customize-hook='dpkg-query --admindir="$1/var/lib/dpkg" -W -f="\${Package} \${Version}\n" | LC_ALL=C sort > "$1/usr/share/volplug/packages"' \
   "$suite" "$work/rootfs.tar" \

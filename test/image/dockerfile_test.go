@@ -46,6 +46,7 @@ func TestDockerfileMatchesImagePackages(t *testing.T) {
 	for _, s := range []string{
 		"FROM debian:bookworm-slim", // mmdebstrap --variant=minbase, as build-image.sh
 		"> /usr/share/volplug/packages",
+		"-name __pycache__ -exec rm -rf", // as build-image.sh: .pyc files are not reproducible
 		"COPY --from=build /out/volplug /usr/local/bin/volplug",
 		`ENTRYPOINT ["/usr/local/bin/volplug"]`,
 	} {

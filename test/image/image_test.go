@@ -173,7 +173,7 @@ func TestReproducible(t *testing.T) {
 	if a != b {
 		t.Errorf("two builds differ: %s has sha256 %s, the rebuild %s", archive, a, b)
 	}
-	digest := func(p string) v1.Hash {
+	manifest := func(p string) (v1.Hash, *v1.Manifest) {
 		img, _, err := ociimage.ReadArchive(p, t.TempDir())
 		if err != nil {
 			t.Fatal(err)
@@ -182,12 +182,27 @@ func TestReproducible(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return d
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, m
 	}
-	if da, db := digest(archive), digest(again); da != db {
-		t.Errorf("image digests differ: %s, %s", da, db)
-	} else {
+	da, ma := manifest(archive)
+	db, mb := manifest(again)
+	if da == db {
 		t.Logf("both builds: %s@%s", wantRef, da)
+		return
+	}
+	// Say which part differs: the Debian rootfs, the binary, the config.
+	t.Errorf("image digests differ: %s, %s", da, db)
+	if ma.Config.Digest != mb.Config.Digest {
+		t.Errorf("configs differ: %s, %s", ma.Config.Digest, mb.Config.Digest)
+	}
+	for i := range min(len(ma.Layers), len(mb.Layers)) {
+		if ma.Layers[i].Digest != mb.Layers[i].Digest {
+			t.Errorf("layer %d (%s) differs: %s, %s", i, []string{"rootfs", "volplug"}[min(i, 1)], ma.Layers[i].Digest, mb.Layers[i].Digest)
+		}
 	}
 }
 
