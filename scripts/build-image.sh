@@ -39,6 +39,7 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/volplug-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM # so the EXIT trap runs on these too
 mkdir -p "$cache" "$(dirname "$out")"
 # One build at a time per cache: one's sync-out would race another's sync-in.
 exec 9>"$cache.lock"
