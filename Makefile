@@ -63,8 +63,8 @@ image-deps:
 
 # The image proven: read as each importer reads it, built a second time to
 # the same bytes, and volplug run from its root filesystem (every demo, a
-# FlexVolume install and mount). A few minutes with a warm package cache;
-# .ci/run runs it after `make test`.
+# FlexVolume install and mount). About 7 minutes of CPU (two image
+# builds); .ci/run runs it after `make test`.
 image-test: deps image
 	VOLPLUG_IMAGE=$(CURDIR)/bin/volplug-image.tar $(GO) test -v -count=1 -timeout 40m ./test/image/
 
