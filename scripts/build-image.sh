@@ -72,14 +72,19 @@ if [ -z "${IMAGE_BUILD_TMPDIR:-}" ] && [ "$(stat -f -c %T /dev/shm 2>/dev/null)"
 fi
 build_tmp=${IMAGE_BUILD_TMPDIR:-$build_tmp}
 
+# apt's lock and partial downloads must not travel from the cache into the
+# image: their times are the host's (a build once differed by the lock's).
+rm -rf "$cache/lock" "$cache/partial"
+
 echo "build-image: rootfs (mmdebstrap $variant, $suite: ${pkgs[*]}; building in $build_tmp)"
 # The cache goes in before the download and comes out before the cleanup;
 # --skip=essential/unlink keeps the base's .debs for sync-out. The host's
 # resolv.conf and hostname are dropped: they would make the image differ
 # between hosts, and every runtime provides its own. So are the .pyc files
-# python3's postinst compiles (python3 is there for xfsprogs' xfs_scrub_all):
-# marshal output is not the same from one run to the next, dpkg owns none
-# of them, and python makes them again when needed.
+# python3's postinst compiles (python3 is there for xfsprogs' xfs_scrub_all),
+# as a precaution: Python's marshal output is a known reproducible-builds
+# trouble spot (two builds here gave the same ones), dpkg owns none of them,
+# and python makes them again when needed.
 TMPDIR=$build_tmp mmdebstrap --quiet --mode=root --variant="$variant" --include="$include" "${slim[@]}" \
   --skip=essential/unlink \
   --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
