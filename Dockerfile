@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# volplug: one image for every subcommand (csi, and later flex/adapt).
+# volplug: one image for every subcommand (csi, flex, adapt, mounter). Without
+# Docker, `make image` builds the same image as an archive (README.md).
 #
 #   docker build -t ghcr.io/volplug/volplug:dev --build-arg VERSION=$(git describe --always --dirty) .
 #
@@ -26,17 +27,19 @@ RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
 
 # ---- run ----
 # Debian, not distroless: the driver runs the real mkfs, fsck, resize and
-# mount tools, and must use the same versions everywhere.
+# mount tools, and must use the same versions everywhere. The same image as
+# `make image` builds without Docker (scripts/build-image.sh: mmdebstrap's
+# minbase, which is what debian:bookworm-slim is, with the same files left
+# out): the packages of scripts/image-packages (test/image checks this list
+# against it), their versions in /usr/share/volplug/packages, volplug at
+# /usr/local/bin. What each package is for is in scripts/image-packages.
 FROM debian:bookworm-slim
-# e2fsprogs, xfsprogs, btrfs-progs: mkfs/fsck/resize of ext4, xfs, btrfs.
-# util-linux: blkid (what is on a device), wipefs. mount: mount, umount,
-# losetup. fuse3 and ca-certificates: the s3 backend (FUSE, TLS to S3).
-# s3fs and rclone: the s3 backend's other mounters (StorageClass parameter
-# mounter: s3fs or rclone), which `volplug mounter` runs in this image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      e2fsprogs xfsprogs btrfs-progs util-linux mount fuse3 ca-certificates \
-      s3fs rclone \
+      util-linux mount e2fsprogs xfsprogs btrfs-progs fuse3 ca-certificates s3fs rclone jq \
+ && mkdir -p /usr/share/volplug \
+ && dpkg-query -W -f '${Package} ${Version}\n' | LC_ALL=C sort > /usr/share/volplug/packages \
+ && find /usr -depth -type d -name __pycache__ -exec rm -rf {} + \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/volplug /usr/local/bin/volplug
 # Runs as root: the node plugin attaches loop devices and mounts (the pod is

@@ -702,6 +702,18 @@ func TestImagesRunWithoutARegistry(t *testing.T) {
 	if seen < 2 {
 		t.Errorf("found %d volplug containers in deploy/, want the CSI node plugin and the flex installer", seen)
 	}
+	// `make image` tags the archive it builds with the Makefile's IMAGE.
+	mk, err := os.ReadFile(filepath.Join("..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^IMAGE\s*\?=\s*(\S+)$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("Makefile: no `IMAGE ?= ...` line")
+	}
+	if string(m[1]) != want {
+		t.Errorf("make image tags %s, the manifests and chart run %s", m[1], want)
+	}
 }
 
 // csi-provisioner v6.3.0 watches and updates VolumeSnapshots (a finalizer

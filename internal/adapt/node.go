@@ -86,7 +86,7 @@ func (s *nodeServer) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolu
 	} else if on != nil {
 		return &csi.NodeStageVolumeResponse{}, nil // kubelet: mountdevice only once
 	}
-	if err := os.MkdirAll(staging, 0o750); err != nil {
+	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return nil, status.Errorf(codes.Internal, "staging path: %v", err)
 	}
 	opts := driverOptions{volumeID: req.GetVolumeId(), attrs: req.GetVolumeContext(), capa: capa, secrets: req.GetSecrets()}
@@ -194,7 +194,7 @@ func (s *nodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublish
 	// the target to the driver.
 	_, statErr := os.Stat(target)
 	made := errors.Is(statErr, os.ErrNotExist)
-	if err := os.MkdirAll(target, 0o750); err != nil {
+	if err := os.MkdirAll(target, 0o700); err != nil {
 		return nil, status.Errorf(codes.Internal, "target path: %v", err)
 	}
 	readOnly := req.GetReadonly() || capa.ReadOnly

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
 	mountutils "k8s.io/mount-utils"
 	utilexec "k8s.io/utils/exec"
 
@@ -220,6 +221,16 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		return nil, err
 	}
 
+	if req.MinSize > 0 && req.MinSize < minimum {
+		// Legitimate CSI (capacity_bytes may exceed required_bytes), but a
+		// surprise to whoever asked: the PV and the claim show this size.
+		reason := "the smallest " + fsType + " filesystem mkfs makes"
+		if src != nil && minimum == src.size {
+			reason = "the size of its source"
+		}
+		klog.InfoS("Volume made larger than asked", "name", req.Name, "requiredBytes", req.MinSize,
+			"capacityBytes", size, "reason", reason)
+	}
 	v := &backend.Volume{
 		ID: id, Name: req.Name, Size: size, FsType: fsType, Block: req.Block,
 		Node: b.node, Parameters: req.Parameters, Created: time.Now().UTC(),

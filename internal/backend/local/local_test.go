@@ -464,3 +464,24 @@ func TestUnstageWhilePublishedIsRefused(t *testing.T) {
 		testutil.CheckClean(t, r.dir)
 	}
 }
+
+// The directories the driver makes for staging and publishing (when the CO
+// has not made them: kubelet makes the staging directory itself, 0750) are
+// root's alone, as README says.
+func TestStagingDirectoriesArePrivate(t *testing.T) {
+	r := newRig(t)
+	v := r.create("private", 16*MiB, "ext4", false)
+	r.must(r.stage(v, false))
+	r.must(r.publish(v, false, false))
+	for _, dir := range []string{filepath.Dir(r.staging(v.ID)), filepath.Dir(r.target(v.ID))} {
+		st, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o700 {
+			t.Errorf("%s: mode %o, want 700", dir, st.Mode().Perm())
+		}
+	}
+	r.down(v)
+	testutil.CheckClean(t, r.dir)
+}

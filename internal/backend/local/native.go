@@ -169,7 +169,7 @@ func (b *Backend) stageNative(req *backend.StageRequest) error {
 	if done, err := b.nativeAt(staging, req.ID); err != nil || done {
 		return err
 	}
-	if err := os.MkdirAll(staging, 0o750); err != nil {
+	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	failpoint.Hit("local.native.staging-made")

@@ -88,7 +88,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 			return fmt.Errorf("stage %s: %w", req.ID, err)
 		}
 	}
-	if err := os.MkdirAll(staging, 0o750); err != nil {
+	if err := os.MkdirAll(staging, 0o700); err != nil {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	failpoint.Hit("local.stage.dir-made")
@@ -371,12 +371,12 @@ func (b *Backend) bindTarget(req *backend.PublishRequest, source, staging string
 		}
 	}
 
-	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o700); err != nil {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
 	if req.Block {
 		err = mount.MakeFile(req.TargetPath)
-	} else if err = os.Mkdir(req.TargetPath, 0o750); errors.Is(err, os.ErrExist) {
+	} else if err = os.Mkdir(req.TargetPath, 0o700); errors.Is(err, os.ErrExist) {
 		err = nil
 	}
 	if err != nil {

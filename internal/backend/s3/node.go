@@ -80,7 +80,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) error {
 	}
 	// A mount whose server died (the mounter killed mid-mount) is there
 	// already; the mounter clears it before mounting again.
-	if err := os.MkdirAll(req.StagingPath, 0o750); err != nil && !dead(req.StagingPath) {
+	if err := os.MkdirAll(req.StagingPath, 0o700); err != nil && !dead(req.StagingPath) {
 		return fmt.Errorf("stage %s: %w", req.ID, err)
 	}
 	failpoint.Hit("s3.stage.dir-made")
@@ -270,10 +270,10 @@ func (b *Backend) Publish(ctx context.Context, req *backend.PublishRequest) erro
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(req.TargetPath), 0o700); err != nil {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
-	if err := os.Mkdir(req.TargetPath, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(req.TargetPath, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("publish %s: %w", req.ID, err)
 	}
 	failpoint.Hit("s3.publish.target-made")
