@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,4 +167,68 @@ func TestHandover(t *testing.T) {
 		}
 	}
 	t.Logf("%d files written across 5 handovers", len(written))
+}
+
+// The pause a handover costs applications: from Handover to the
+// successor's Start (what a request waits at most), with that many nodes
+// the kernel holds, next to one statfs round trip on the same mount (the
+// baseline). Run: go test -run '^$' -bench Handover -benchtime 20x ./internal/bucketfs/
+func BenchmarkHandover(b *testing.B) {
+	for _, files := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("nodes=%d", files), func(b *testing.B) {
+			e := newEnv(b)
+			cfg := e.config()
+			mnt := filepath.Join(e.dir, "m")
+			if err := os.MkdirAll(mnt, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			cur, err := bucketfs.Mount(context.Background(), mnt, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = cur.Unmount() }()
+			for i := 0; i < files; i++ {
+				if err := os.WriteFile(filepath.Join(mnt, fmt.Sprintf("f%d", i)), []byte("x"), 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cur.Drain()
+			start := time.Now()
+			var sfs syscall.Statfs_t
+			for i := 0; i < 200; i++ { // statfs: always a FUSE round trip (no kernel cache)
+				if err := syscall.Statfs(mnt, &sfs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			stat := time.Since(start) / 200
+			var pause time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				dev, st, err := cur.Handover(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				fd, err := bucketfs.DupFile(dev)
+				dev.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				next, err := bucketfs.Resume(context.Background(), fd, cfg, st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cur.HandedOver()
+				if err := next.Start(); err != nil {
+					b.Fatal(err)
+				}
+				pause += time.Since(t0)
+				cur.Wait()
+				cur = next
+			}
+			b.ReportMetric(float64(pause.Microseconds())/float64(b.N), "pause_us")
+			b.ReportMetric(float64(stat.Microseconds()), "statfs_us")
+			b.ReportMetric(float64(pause)/float64(b.N)/float64(stat), "pause/statfs")
+		})
+	}
 }
