@@ -22,7 +22,7 @@ const (
 
 func newMounterCommand() *cobra.Command {
 	var socket, stateDir, logFile string
-	var detach bool
+	var detach, takeover bool
 	cmd := &cobra.Command{
 		Use:   "mounter",
 		Short: "Own the FUSE mounts of object-storage volumes, so they outlive the CSI node plugin",
@@ -30,17 +30,25 @@ func newMounterCommand() *cobra.Command {
 rclone) for the CSI node plugin and the FlexVolume driver, which ask for them
 over a unix socket. Run it as a DaemonSet of its own, or let ` + "`volplug csi`" + `
 start one detached when none answers. On SIGTERM it stops answering and exits;
-built-in mounts end with it. On a host, s3fs and rclone mounts go on (their
+built-in mounts end with it, unless a successor took them over first: with
+--takeover, a new mounter asks the one answering at the socket for its mounts
+and serves them on without unmounting (an upgrade no pod notices); the old
+one then exits. On a host, s3fs and rclone mounts go on (their
 processes outlive it and the next mounter adopts them); in a pod they end with
 the pod's PID namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if detach {
-				return startDetached(socket, stateDir, logFile)
+				return startDetached(socket, stateDir, logFile, takeover)
 			}
 			s, err := mounter.NewServer(stateDir)
 			if err != nil {
 				return err
+			}
+			if takeover {
+				if err := s.TakeOver(cmd.Context(), socket); err != nil {
+					return err
+				}
 			}
 			l, err := mounter.Listen(socket)
 			if err != nil {
@@ -59,6 +67,7 @@ the pod's PID namespace.`,
 	f.StringVar(&stateDir, "state-dir", defaultMounterState, "private directory (0700) for staging files and s3fs password files")
 	f.StringVar(&logFile, "log-file", "", "with --detach: where the detached mounter logs")
 	f.BoolVar(&detach, "detach", false, "start a mounter in a session of its own, not a child of this process, and return")
+	f.BoolVar(&takeover, "takeover", false, "take over the mounts of the mounter answering at --socket (same --state-dir), then serve")
 	addKlogFlags(cmd)
 	return cmd
 }
@@ -69,7 +78,7 @@ the pod's PID namespace.`,
 // nobody's child to be reaped or killed with a process group. Where the
 // cgroup v2 root is writable (a host, not a container) it also leaves the
 // caller's cgroup, so stopping the caller's service does not stop it.
-func startDetached(socket, stateDir, logFile string) error {
+func startDetached(socket, stateDir, logFile string, takeover bool) error {
 	if logFile == "" {
 		return fmt.Errorf("--detach needs --log-file")
 	}
@@ -83,6 +92,9 @@ func startDetached(socket, stateDir, logFile string) error {
 	}
 	defer log.Close()
 	cmd := exec.Command(exe, "mounter", "--socket", socket, "--state-dir", stateDir)
+	if takeover {
+		cmd.Args = append(cmd.Args, "--takeover")
+	}
 	cmd.Args[0] = "volplug" // not a FlexVolume driver's name (see mounter.Client.EnsureRunning)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -386,6 +386,7 @@ func TestServeMountedFD(t *testing.T) {
 		unix.Unmount(mnt, 0)
 		t.Fatal(err)
 	}
+	bucketfs.PollHack(mnt) // this process uses the mount it serves
 	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("through the fd"), 0o644); err != nil {
 		t.Error(err)
 	}

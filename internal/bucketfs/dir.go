@@ -90,6 +90,9 @@ func (d *dirNode) find(ctx context.Context, name string) (entry, syscall.Errno) 
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if d.fsys.restoring != nil { // a successor rebuilding the kernel's nodes: no request
+		return d.restore(ctx, name, out)
+	}
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	// A file this mount is writing, and has not stored yet, is found here
@@ -130,11 +133,11 @@ func (d *dirNode) child(ctx context.Context, name string, e entry, out *fuse.Ent
 	}
 	if e.dir {
 		d.fsys.dirAttr(&out.Attr)
-		return d.NewInode(ctx, &dirNode{fsys: d.fsys}, fs.StableAttr{Mode: syscall.S_IFDIR})
+		return d.NewInode(ctx, &dirNode{fsys: d.fsys}, d.fsys.stable(syscall.S_IFDIR))
 	}
 	n := &fileNode{fsys: d.fsys, size: e.size, mtime: e.mtime}
 	n.attr(&out.Attr)
-	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG})
+	return d.NewInode(ctx, n, d.fsys.stable(syscall.S_IFREG))
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -199,7 +202,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	// Nothing is stored until the file is flushed: a new file costs one
 	// PUT, with its data.
 	n := &fileNode{fsys: d.fsys, dirty: true, mtime: time.Now()}
-	ch := d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG})
+	ch := d.NewInode(ctx, n, d.fsys.stable(syscall.S_IFREG))
 	n.attr(&out.Attr)
 	h, _, errno := n.open(flags)
 	return ch, h, 0, errno
@@ -224,7 +227,7 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	d.fsys.cache.set(d.key(), name, &entry{dir: true})
 	d.fsys.cache.put(key, map[string]entry{}) // new, so empty: its lookups need no request
 	d.fsys.dirAttr(&out.Attr)
-	return d.NewInode(ctx, &dirNode{fsys: d.fsys}, fs.StableAttr{Mode: syscall.S_IFDIR}), 0
+	return d.NewInode(ctx, &dirNode{fsys: d.fsys}, d.fsys.stable(syscall.S_IFDIR)), 0
 }
 
 // Rmdir removes the marker of an empty directory; ENOTEMPTY if any other

@@ -132,4 +132,18 @@
 // MountFUSE), so a long-lived process can hold the mount. Server.SetKeys
 // rotates the keys of a mounted filesystem (checked before use). Keys are
 // never logged, put in argv or in errors; Config's String hides them.
+//
+// # Handing a mount over
+//
+// As root, a mount is served by this package's own loop over go-fuse's
+// protocol layer (serve.go), which learns from every request and reply
+// which node IDs and handles the kernel holds (table.go); node IDs are
+// inode numbers given out here. Server.Handover stops the loop between
+// two requests, stores what is written and not yet stored, and returns the
+// /dev/fuse fd and a State; Resume and Start serve the same mount from
+// another Server (in another process: the mounter passes the fd with
+// SCM_RIGHTS), with the same node IDs and handles, while applications only
+// wait. A crash of the serving process still ends the mount (ENOTCONN):
+// nothing keeps the fd or the state outside it. A process that serves
+// /dev/fd/N and also uses the mount itself calls PollHack once.
 package bucketfs

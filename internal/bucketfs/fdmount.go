@@ -13,10 +13,10 @@ import (
 // Whoever holds the returned file holds the mount: Mount(ctx,
 // fmt.Sprintf("/dev/fd/%d", f.Fd()), cfg) serves it, in this process or
 // in another one the file was passed to (SCM_RIGHTS, or ExtraFiles of a
-// child). Until a server answers, accesses to the mount wait. Not yet
-// possible: a second server taking over from a first that served already,
-// since the kernel keeps the first one's node IDs and nothing here
-// recovers them. Unmount the mountpoint with
+// child). Until a server answers, accesses to the mount wait. A second
+// server takes over from a first that served already only through
+// Server.Handover and Resume, which carry the node IDs and handles the
+// kernel keeps. Unmount the mountpoint with
 // umount(2) (Server.Unmount cannot: it does not know the path), then
 // close the file.
 func MountFUSE(mountpoint string, cfg Config) (*os.File, error) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,9 +21,12 @@ import (
 // Server is one mounted filesystem.
 type Server struct {
 	fsys       *bfs
-	srv        *fuse.Server
+	srv        *fuse.Server // go-fuse's own loop, when not root (fusermount mounts)
+	conn       *conn        // our loop (serve.go): a mount that can be handed over
+	root       *dirNode
 	mountpoint string
 	done       chan struct{}
+	init       []byte // a resumed server's INIT request, until Start
 }
 
 // bfs is the state the nodes share.
@@ -43,6 +47,15 @@ type bfs struct {
 	putsWG   sync.WaitGroup         // the background PUTs' goroutines
 	pmu      sync.Mutex             // guards pending
 	pending  map[*asyncPut]struct{} // background PUTs in flight
+
+	lastIno   atomic.Uint64            // the last inode number (= node ID) given out
+	restoring map[nameKey]restoredNode // while a successor rebuilds the kernel's nodes (handover.go)
+}
+
+// stable returns the identity of a new inode: its number is the node ID
+// the kernel knows it by, so a successor can give it the same one.
+func (b *bfs) stable(mode uint32) fs.StableAttr {
+	return fs.StableAttr{Mode: mode, Ino: b.lastIno.Add(1)}
 }
 
 const (
@@ -58,6 +71,8 @@ var fdMountpoint = regexp.MustCompile(`^/dev/fd/[0-9]+$`)
 // mountpoint, which is a directory, or /dev/fd/N: an open /dev/fuse whose
 // mount(2) another process did (so a long-lived process can hold the mount
 // while servers come and go). It returns when the filesystem answers.
+// As root, the mount is served by this package's own loop, and can be
+// handed to a successor (Server.Handover, Resume).
 func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -70,7 +85,7 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 	if err := check.check(ctx); err != nil {
 		return nil, err
 	}
-	st, err := newStore(&cfg, 0) // default retries for the filesystem's own requests
+	b, err := newBFS(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -82,27 +97,116 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		}
 		return nil
 	}
-	if err := st.walk(ctx, cfg.Prefix, count); err != nil {
+	if err := b.st.walk(ctx, cfg.Prefix, count); err != nil {
 		return nil, fmt.Errorf("count usage of %s/%s: %w", cfg.Bucket, cfg.Prefix, err)
 	}
-	if err := os.MkdirAll(cfg.StagingDir, 0o700); err != nil {
-		return nil, fmt.Errorf("staging dir: %w", err)
+	b.used = used
+	if err := b.makeStagingDir(); err != nil {
+		return nil, err
 	}
-	stagingDir, err := os.MkdirTemp(cfg.StagingDir, "bucketfs-") // 0700: staged data is the tenant's
+	s := &Server{fsys: b, root: &dirNode{fsys: b}, mountpoint: mountpoint, done: make(chan struct{})}
+	opts := b.options()
+	isFD := fdMountpoint.MatchString(mountpoint)
+	switch {
+	case isFD:
+		var n int
+		fmt.Sscanf(mountpoint, "/dev/fd/%d", &n)
+		fd, err := unix.FcntlInt(uintptr(n), unix.F_DUPFD_CLOEXEC, 0) // the caller keeps its own
+		if err != nil {
+			os.RemoveAll(b.stagingDir)
+			return nil, fmt.Errorf("serve %s: %w", mountpoint, err)
+		}
+		err = s.serve(fd, opts, nil)
+		if err != nil {
+			unix.Close(fd)
+		}
+	case os.Geteuid() == 0:
+		var f *os.File
+		f, err = MountFUSE(mountpoint, cfg)
+		if err != nil {
+			break
+		}
+		fd, derr := dupFile(f)
+		f.Close()
+		if derr != nil {
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+			err = derr
+			break
+		}
+		if err = s.serve(fd, opts, nil); err != nil {
+			unix.Close(fd)
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+		}
+	default:
+		s.srv, err = fs.Mount(mountpoint, s.root, opts)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("staging dir: %w", err)
+		os.RemoveAll(b.stagingDir)
+		return nil, fmt.Errorf("mount %s at %s: %w", cfg.FsName, mountpoint, err)
+	}
+	if s.conn != nil {
+		select { // go-fuse's fs.Mount waits for INIT too
+		case <-s.conn.initDone:
+		case <-s.conn.ended:
+			os.RemoveAll(b.stagingDir)
+			return nil, fmt.Errorf("mount %s at %s: the kernel ended the connection before INIT", cfg.FsName, mountpoint)
+		case <-ctx.Done():
+			s.conn.stop()
+			s.conn.end()
+			if !isFD {
+				unix.Unmount(mountpoint, unix.MNT_DETACH)
+			}
+			os.RemoveAll(b.stagingDir)
+			return nil, fmt.Errorf("mount %s at %s: waiting for INIT: %w", cfg.FsName, mountpoint, ctx.Err())
+		}
+	}
+	if !isFD {
+		if s.conn != nil {
+			PollHack(mountpoint)
+		}
+		setKernelReadAhead(mountpoint)
+	}
+	go s.waitEnd()
+	klog.InfoS("bucketfs mounted", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix,
+		"mountpoint", mountpoint, "capacity", cfg.CapacityBytes, "used", used, "readOnly", cfg.ReadOnly)
+	return s, nil
+}
+
+// newBFS makes the filesystem's shared state, with no staging dir yet.
+func newBFS(cfg Config) (*bfs, error) {
+	st, err := newStore(&cfg, 0) // default retries for the filesystem's own requests
+	if err != nil {
+		return nil, err
 	}
 	b := &bfs{
 		cfg:         cfg,
 		st:          st,
 		cache:       newListCache(cfg.CacheTTL),
 		capacity:    cfg.CapacityBytes,
-		used:        used,
-		stagingDir:  stagingDir,
 		uploadSlots: make(chan struct{}, cfg.UploadConcurrency),
 		putSlots:    make(chan struct{}, asyncPuts),
 		pending:     map[*asyncPut]struct{}{},
 	}
+	b.lastIno.Store(1) // 1 is the root
+	return b, nil
+}
+
+func (b *bfs) makeStagingDir() error {
+	if err := os.MkdirAll(b.cfg.StagingDir, 0o700); err != nil {
+		return fmt.Errorf("staging dir: %w", err)
+	}
+	dir, err := os.MkdirTemp(b.cfg.StagingDir, "bucketfs-") // 0700: staged data is the tenant's
+	if err != nil {
+		return fmt.Errorf("staging dir: %w", err)
+	}
+	b.stagingDir = dir
+	return nil
+}
+
+// options are go-fuse's settings for the mount; a successor must use the
+// same, since the kernel negotiated with them.
+func (b *bfs) options() *fs.Options {
+	cfg := b.cfg
 	ttl := cfg.CacheTTL
 	opts := &fs.Options{
 		EntryTimeout:    &ttl,
@@ -110,6 +214,10 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		NegativeTimeout: &ttl,
 		UID:             cfg.UID,
 		GID:             cfg.GID,
+		// The node ID is the inode number, which bucketfs gives out
+		// (bfs.stable), so a successor knows it (handover.go).
+		ExternalNodeID: true,
+		RootStableAttr: &fs.StableAttr{Ino: 1},
 		MountOptions: fuse.MountOptions{
 			FsName:     cfg.FsName,
 			Name:       fsType,
@@ -122,10 +230,9 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 			// nothing, and go-fuse's splice pipe (1 MiB) is one header
 			// short of a 1 MiB read, which it logs every time.
 			DisableSplice: true,
-			// Root mounts with mount(2) itself, so no fusermount binary
-			// is needed; if that fails go-fuse tries fusermount. A
-			// /dev/fd/N is mounted already: nothing to mount.
-			DirectMount: os.Geteuid() == 0 && !fdMountpoint.MatchString(mountpoint),
+			// Without root, go-fuse mounts through fusermount (and
+			// serves with its own loop: no handover).
+			DirectMount: false,
 			// nosuid, nodev, as fusermount mounts: a bucket's content
 			// must not become set-uid programs or device nodes.
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV,
@@ -140,27 +247,37 @@ func Mount(ctx context.Context, mountpoint string, cfg Config) (*Server, error) 
 		opts.DirectMountFlags |= syscall.MS_RDONLY
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	root := &dirNode{fsys: b}
-	srv, err := fs.Mount(mountpoint, root, opts)
+	return opts
+}
+
+// serve serves the /dev/fuse fd with this package's loop; init is a
+// predecessor's INIT request, or nil for a new mount.
+func (s *Server) serve(fd int, opts *fs.Options, init []byte) error {
+	raw := fs.NewNodeFS(s.root, opts)
+	ps := fuse.NewProtocolServer(raw, &opts.MountOptions)
+	c, err := newConn(fd, ps, newKernelTable())
 	if err != nil {
-		os.RemoveAll(stagingDir)
-		return nil, fmt.Errorf("mount %s at %s: %w", cfg.FsName, mountpoint, err)
+		return err
 	}
-	if !fdMountpoint.MatchString(mountpoint) {
-		setKernelReadAhead(mountpoint)
+	s.conn = c
+	if init == nil {
+		return c.start(nil)
 	}
-	s := &Server{fsys: b, srv: srv, mountpoint: mountpoint, done: make(chan struct{})}
-	go func() {
-		srv.Wait()
-		// No request comes any more: the files closed before the
-		// unmount are stored before Wait returns.
-		b.putsWG.Wait()
-		os.RemoveAll(stagingDir)
-		close(s.done)
-	}()
-	klog.InfoS("bucketfs mounted", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix,
-		"mountpoint", mountpoint, "capacity", cfg.CapacityBytes, "used", used, "readOnly", cfg.ReadOnly)
-	return s, nil
+	return nil // Resume replays first, then starts
+}
+
+// waitEnd ends the server when the kernel lets go (or the mount is handed over).
+func (s *Server) waitEnd() {
+	if s.srv != nil {
+		s.srv.Wait()
+	} else {
+		<-s.conn.ended
+	}
+	// No request comes any more: the files closed before the
+	// unmount are stored before Wait returns.
+	s.fsys.putsWG.Wait()
+	os.RemoveAll(s.fsys.stagingDir)
+	close(s.done)
 }
 
 // SetCapacity changes the quota at run time (expansion). A capacity below
@@ -206,7 +323,16 @@ func (s *Server) Usage() (used, capacity int64) {
 // kernel has let go; Wait then returns. A server of /dev/fd/N cannot: the
 // process that mounted unmounts the path (see MountFUSE).
 func (s *Server) Unmount() error {
-	if err := s.srv.Unmount(); err != nil {
+	var err error
+	switch {
+	case s.srv != nil:
+		err = s.srv.Unmount()
+	case fdMountpoint.MatchString(s.mountpoint):
+		err = fmt.Errorf("a server of %s cannot unmount: unmount the path", s.mountpoint)
+	default:
+		err = unix.Unmount(s.mountpoint, 0)
+	}
+	if err != nil {
 		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
 	}
 	s.Wait()

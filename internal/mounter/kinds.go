@@ -32,8 +32,13 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 		os.RemoveAll(dir)
 		return nil, mountFailed(err)
 	}
-	target := req.Target
+	return s.builtinEntry(srv, req.Target, dir), nil
+}
+
+// builtinEntry is the entry of a bucketfs mount served here.
+func (s *Server) builtinEntry(srv *bucketfs.Server, target, dir string) *entry {
 	return &entry{
+		fs: srv,
 		stop: func() error {
 			if err := s.mounter.Unmount(target); err != nil {
 				return err
@@ -49,7 +54,7 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 		usage:       srv.Usage,
 		setCapacity: srv.SetCapacity,
 		drain:       srv.Drain,
-	}, nil
+	}
 }
 
 func waitChan(wait func()) <-chan struct{} {

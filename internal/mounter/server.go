@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 	mountutils "k8s.io/mount-utils"
 
+	"github.com/volplug/volplug/internal/bucketfs"
 	"github.com/volplug/volplug/internal/failpoint"
 	"github.com/volplug/volplug/internal/mount"
 )
@@ -27,9 +28,13 @@ type Server struct {
 	stateDir string // 0700: bucketfs staging files, s3fs password files
 	mounter  *mount.Mounter
 
-	mu     sync.Mutex
-	mounts map[string]*entry // by target
-	busy   map[string]bool   // targets with a call in progress
+	mu          sync.Mutex
+	mounts      map[string]*entry // by target
+	busy        map[string]bool   // targets with a call in progress
+	handingOver bool              // to a successor: calls are refused
+
+	quit     chan struct{} // closed once handed over: Serve returns
+	quitOnce sync.Once
 }
 
 // entry is one mount this process serves or watches.
@@ -40,6 +45,8 @@ type entry struct {
 	adopted      bool
 	// stop unmounts and ends whatever serves the mount.
 	stop func() error
+	// fs serves a built-in mount; nil for the others.
+	fs *bucketfs.Server
 	// usage reports a built-in mount's quota; nil for the others.
 	usage       func() (used, capacity int64)
 	setCapacity func(int64) error
@@ -56,7 +63,8 @@ func NewServer(stateDir string) (*Server, error) {
 	if err := os.Chmod(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	return &Server{stateDir: stateDir, mounter: mount.New(), mounts: map[string]*entry{}, busy: map[string]bool{}}, nil
+	return &Server{stateDir: stateDir, mounter: mount.New(), mounts: map[string]*entry{}, busy: map[string]bool{},
+		quit: make(chan struct{})}, nil
 }
 
 // Listen makes the unix socket at path, readable by root only.
@@ -112,12 +120,22 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		return nil, s.SetCapacity(req.Target, req.Bytes)
 	}))
+	mux.HandleFunc("POST /v1/handover", s.handle(func(ctx context.Context, body []byte) (any, error) {
+		var req struct{ Socket string }
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, badRequest(err)
+		}
+		return nil, s.handOver(ctx, req.Socket)
+	}))
 	mux.HandleFunc("GET /v1/mounts", s.handle(func(ctx context.Context, _ []byte) (any, error) {
 		return s.List(), nil
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-s.quit:
+		}
 		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
@@ -339,6 +357,9 @@ func (s *Server) forget(target string) {
 func (s *Server) claim(target string) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.handingOver {
+		return nil, &httpError{code: http.StatusConflict, err: fmt.Errorf("the mounter is handing over to a successor; retry")}
+	}
 	if s.busy[target] {
 		return nil, &httpError{code: http.StatusConflict, err: fmt.Errorf("another call on %s is in progress", target)}
 	}

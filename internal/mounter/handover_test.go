@@ -1,0 +1,181 @@
+package mounter_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/volplug/volplug/internal/bucketfs"
+	"github.com/volplug/volplug/internal/mounter"
+	"github.com/volplug/volplug/internal/testutil"
+)
+
+// The mounter is upgraded (a new `volplug mounter --takeover` process
+// replaces the old one) three times while a reader and a writer loop on a
+// built-in mount, holding handles across: no syscall fails, the old
+// process exits each time, and the bucket has what was written.
+func TestUpgradeUnderLoad(t *testing.T) {
+	testutil.RequireRoot(t)
+	s3 := testutil.StartS3Server(t)
+	s3.MakeBucket(t, bucket)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	bin := testutil.BuildVolplug(t, dir)
+	sock := filepath.Join(dir, "run", "mounter.sock")
+	state := filepath.Join(dir, "state")
+	client := mounter.NewClient(sock)
+	ctx := context.Background()
+
+	start := func(n int) *exec.Cmd {
+		log, err := os.Create(filepath.Join(dir, fmt.Sprintf("mounter-%d.log", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer log.Close()
+		cmd := exec.Command(bin, "mounter", "--socket", sock, "--state-dir", state, "--takeover")
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	waitExit := func(cmd *exec.Cmd) error {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("mounter %d did not exit", cmd.Process.Pid)
+		}
+	}
+	answers := func() {
+		for i := 0; ; i++ {
+			if _, err := client.List(ctx); err == nil {
+				return
+			} else if i > 500 {
+				t.Fatalf("no mounter answers: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cur := start(0)
+	answers()
+	target := filepath.Join(dir, "mnt")
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	req := &mounter.Request{Target: target, Kind: mounter.Builtin, FS: bucketfs.Config{
+		Endpoint: s3.Endpoint, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey,
+		Bucket: bucket, Prefix: "vol", CapacityBytes: 1 << 30,
+	}}
+	if err := client.Mount(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := client.Unmount(ctx, target); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		_ = cur.Process.Signal(syscall.SIGTERM)
+		if err := waitExit(cur); err != nil {
+			t.Error(err)
+		}
+	}()
+	p := func(s string) string { return filepath.Join(target, s) }
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	if err := os.WriteFile(p("big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := os.Open(p("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []error
+	written := map[string][]byte{}
+	fail := func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			name := fmt.Sprintf("f%04d", i)
+			data := []byte(fmt.Sprintf("file %d %s", i, bytes.Repeat([]byte{'y'}, i%3000)))
+			f, err := os.Create(p(name))
+			if err == nil {
+				_, err = f.Write(data)
+				if err == nil {
+					err = f.Sync()
+				}
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				fail(fmt.Errorf("write %s: %w", name, err))
+				return
+			}
+			mu.Lock()
+			written[name] = data
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 128<<10)
+		for off := int64(0); !stop.Load(); off = (off + int64(len(buf))) % int64(len(big)) {
+			if n, err := rf.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], big[off:off+int64(n)]) {
+				fail(fmt.Errorf("read at %d: %d %v", off, n, err))
+				return
+			}
+			if _, err := os.ReadDir(target); err != nil {
+				fail(fmt.Errorf("readdir: %w", err))
+				return
+			}
+		}
+	}()
+	for n := 1; n <= 3; n++ {
+		time.Sleep(300 * time.Millisecond)
+		next := start(n)
+		if err := waitExit(cur); err != nil {
+			t.Errorf("upgrade %d: the old mounter: %v", n, err)
+		}
+		cur = next
+		answers()
+		list, err := client.List(ctx)
+		if err != nil || len(list) != 1 || !list[0].Alive {
+			t.Fatalf("upgrade %d: the new mounter lists %+v %v", n, list, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(written) == 0 {
+		t.Fatal("nothing was written")
+	}
+	for name, data := range written {
+		got, err := os.ReadFile(filepath.Join(s3.Dir, bucket, "vol", name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s in the bucket: %v", name, err)
+		}
+	}
+	t.Logf("%d files written and fsync'd across 3 upgrades", len(written))
+}
