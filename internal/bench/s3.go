@@ -97,10 +97,19 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 	client := mounter.NewClient(sock)
 
 	var rows []S3Row
-	for i, kind := range []string{mounter.Builtin, mounter.S3FS, mounter.Rclone, "floor"} {
+	for i, kind := range []string{mounter.Builtin, mounter.S3FS, mounter.Rclone, Client, "floor"} {
 		bucket := fmt.Sprintf("bench-%d", i)
 		if err := srv.cl.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 			return nil, fmt.Errorf("make bucket: %w", err)
+		}
+		if kind == Client {
+			fmt.Fprintf(progress, "bench s3: %s\n", kind)
+			row, err := measureClient(ctx, cfg, srv.cl, bucket)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", kind, err)
+			}
+			rows = append(rows, row)
+			continue
 		}
 		target := filepath.Join(dir, "mnt", bucket)
 		if err := os.MkdirAll(target, 0o755); err != nil {
@@ -252,7 +261,7 @@ func WriteS3Table(w io.Writer, rows []S3Row) error {
 		}
 		return S3Row{}
 	}
-	s3fs, floor := find(mounter.S3FS), find("floor")
+	s3fs, floor, client := find(mounter.S3FS), find("floor"), find(Client)
 	ratio := func(a, b float64) string {
 		if b == 0 {
 			return "-"
@@ -260,11 +269,13 @@ func WriteS3Table(w io.Writer, rows []S3Row) error {
 		return fmt.Sprintf("%.2fx", a/b)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mount\twrite MB/s\tvs s3fs\tcold read MB/s\tvs s3fs\tvs floor\t4 KiB creates/s\tvs s3fs\tls -l cold ms\tvs s3fs (lower is better)")
+	fmt.Fprintln(tw, "mount\twrite MB/s\tvs s3fs\tvs client\tcold read MB/s\tvs s3fs\tvs client\tvs floor\t4 KiB creates/s\tvs s3fs\tvs client\tls -l cold ms\tvs s3fs (lower is better)")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%.1f\t%s\n", r.Kind,
-			r.WriteMBs, ratio(r.WriteMBs, s3fs.WriteMBs), r.ReadMBs, ratio(r.ReadMBs, s3fs.ReadMBs), ratio(r.ReadMBs, floor.ReadMBs),
-			r.CreatesPerS, ratio(r.CreatesPerS, s3fs.CreatesPerS), r.ListMs, ratio(r.ListMs, s3fs.ListMs))
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%.1f\t%s\n", r.Kind,
+			r.WriteMBs, ratio(r.WriteMBs, s3fs.WriteMBs), ratio(r.WriteMBs, client.WriteMBs),
+			r.ReadMBs, ratio(r.ReadMBs, s3fs.ReadMBs), ratio(r.ReadMBs, client.ReadMBs), ratio(r.ReadMBs, floor.ReadMBs),
+			r.CreatesPerS, ratio(r.CreatesPerS, s3fs.CreatesPerS), ratio(r.CreatesPerS, client.CreatesPerS),
+			r.ListMs, ratio(r.ListMs, s3fs.ListMs))
 	}
 	return tw.Flush()
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,4 +155,46 @@ func BenchmarkListCold(b *testing.B) {
 		floor = append(floor, float64(timeIt(b, func() error { return lsl(filepath.Join(e.s3.Dir, bucket, "d")) }).Microseconds())/1000)
 	}
 	report(b, "ms", mount, floor)
+}
+
+// BenchmarkColdReadVsClient puts a cold read through the mount next to the
+// same object read by one GET with the S3 client itself: the ceiling of any
+// mounter on this server. Caches are dropped before each read.
+func BenchmarkColdReadVsClient(b *testing.B) {
+	e := newEnv(b)
+	cfg := e.config()
+	_, mnt := e.mount(b, "w", cfg)
+	if err := writeFile(filepath.Join(mnt, "big"), random(b, benchFileSize)); err != nil {
+		b.Fatal(err)
+	}
+	drop := func() {
+		syscall.Sync()
+		_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
+	}
+	var mount, client []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_, cold := e.mount(b, fmt.Sprintf("r%d", i), cfg)
+		drop()
+		mount = append(mount, mbps(benchFileSize, timeIt(b, func() error { _, err := os.ReadFile(filepath.Join(cold, "big")); return err })))
+		drop()
+		client = append(client, mbps(benchFileSize, timeIt(b, func() error {
+			obj, err := e.cl.GetObject(context.Background(), bucket, "big", minio.GetObjectOptions{})
+			if err != nil {
+				return err
+			}
+			defer obj.Close()
+			_, err = io.Copy(io.Discard, obj)
+			return err
+		})))
+	}
+	b.StopTimer()
+	var m, c float64
+	for i := range mount {
+		m += mount[i] / float64(len(mount))
+		c += client[i] / float64(len(client))
+	}
+	b.ReportMetric(m, "mount_MB/s")
+	b.ReportMetric(c, "client_MB/s")
+	b.ReportMetric(m/c, "ratio")
 }

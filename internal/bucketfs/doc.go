@@ -78,9 +78,13 @@
 // Ranged GETs with adaptive read-ahead per open file: a reader that goes
 // on where it stopped is sequential, and its window doubles from 1 MiB up
 // to ReadAheadMax, the next window fetched in the background while the
-// current one is read (at most two windows per open file). Any jump
-// resets the window and fetches only what was asked. The kernel sends one
-// read at a time per file (SyncRead), in order.
+// current one is read (at most two windows per open file). A reader still
+// sequential once the window is at its largest gets one GET for the rest
+// of the file, read into 1 MiB chunks ahead of it (ReadAheadMax of them):
+// one request and one TCP stream, as a plain S3 client reads, instead of a
+// request per window. Any jump stops the stream, resets the window and
+// fetches only what was asked. The kernel sends one read at a time per
+// file (SyncRead), in order.
 //
 // # Metadata cache
 //

@@ -374,3 +374,54 @@ func TestMmapWrite(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A sustained sequential reader is served by one GET for the rest of the
+// file, not a GET per read-ahead window; a jump falls back to ranged GETs
+// and the bytes are right whichever way they came.
+func TestSequentialReadStreams(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	_, mnt := e.mount(t, "w", cfg)
+	data := random(t, 64<<20)
+	if err := os.WriteFile(filepath.Join(mnt, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, cold := e.mount(t, "r", cfg)
+	got, err := os.ReadFile(filepath.Join(cold, "big"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("sequential read: %v (%d bytes)", err, len(got))
+	}
+	// Windows of 1, 2, 4 and 8 MiB, then one GET for the other 49 MiB;
+	// a GET per window would be 10.
+	if n := s.DataGets(); n > 6 {
+		t.Fatalf("a 64 MiB sequential read took %d GETs", n)
+	}
+
+	// Sequential, a jump back, sequential again, a jump ahead, and a
+	// close in the middle of a stream.
+	f, err := os.Open(filepath.Join(cold, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(off, n int64) {
+		t.Helper()
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatalf("read %d+%d: %v", off, n, err)
+		}
+		if !bytes.Equal(buf, data[off:off+n]) {
+			t.Fatalf("read %d+%d differs", off, n)
+		}
+	}
+	for off := int64(0); off < 30<<20; off += 1 << 20 {
+		read(off, 1<<20)
+	}
+	read(3<<20+5, 4096)
+	for off := int64(10 << 20); off < 40<<20; off += 1 << 20 {
+		read(off, 1<<20)
+	}
+	read(60<<20, 1<<20)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

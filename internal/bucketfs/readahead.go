@@ -17,12 +17,14 @@ type readAhead struct {
 	fsys *bfs
 	mu   sync.Mutex
 
-	buf     []byte // a fetched range, from bufOff
-	spare   []byte // a buffer no one uses, for the next fetch
-	bufOff  int64
-	next    *fetch // the window being fetched in the background
-	window  int64
-	lastEnd int64 // where the previous read ended
+	buf        []byte // a fetched range, from bufOff
+	spare      []byte // a buffer no one uses, for the next fetch
+	bufOff     int64
+	next       *fetch // the window being fetched in the background
+	stream     *getStream
+	fromStream bool // buf came from stream: recycle it there
+	window     int64
+	lastEnd    int64 // where the previous read ended
 }
 
 type fetch struct {
@@ -63,6 +65,17 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 			got += int64(copy(dest[got:want], r.buf[pos-r.bufOff:]))
 			continue
 		}
+		if st := r.stream; st != nil && pos == st.next {
+			c, ok, interrupted := st.take(ctx)
+			if interrupted {
+				return nil, syscall.EINTR
+			}
+			if ok {
+				r.setBuf(c.data, c.off, true)
+				continue
+			}
+			r.stopStream() // it ended or failed: ranged GETs again
+		}
 		if f := r.next; f != nil && pos >= f.off && pos < f.off+f.length {
 			r.next = nil
 			select {
@@ -72,12 +85,12 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 				return nil, syscall.EINTR
 			}
 			if f.err == nil && len(f.data) > 0 {
-				r.spare = r.buf
-				r.buf, r.bufOff = f.data, f.off
+				r.setBuf(f.data, f.off, false)
 				continue
 			}
 		}
 		r.dropNext()
+		r.stopStream() // a jump: ranged GETs again
 		n := max(want-got, r.window)
 		n = min(n, size-pos)
 		data, err := r.fsys.st.get(ctx, key, pos, n, r.spare)
@@ -88,14 +101,26 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 		if len(data) == 0 {
 			break // the object shrank under us: end of file
 		}
-		r.spare = r.buf
-		r.buf, r.bufOff = data, pos
+		r.setBuf(data, pos, false)
 	}
 	r.lastEnd = off + got
-	if seq && r.next == nil {
-		if end := r.bufOff + int64(len(r.buf)); end < size {
-			r.prefetch(key, end, min(r.window, size-end))
+	if !seq {
+		r.stopStream()
+	}
+	end := r.bufOff + int64(len(r.buf))
+	switch {
+	case !seq || r.stream != nil || end >= size:
+	case r.window >= r.fsys.cfg.ReadAheadMax:
+		// Sequential for a whole ramp: stream the rest of the file,
+		// after the window being fetched, if any.
+		if f := r.next; f != nil {
+			end = f.off + f.length
 		}
+		if end < size {
+			r.stream = startGetStream(r.fsys.st, key, end, size, max(1, int(r.fsys.cfg.ReadAheadMax/streamChunk)))
+		}
+	case r.next == nil:
+		r.prefetch(key, end, min(r.window, size-end))
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
@@ -114,6 +139,24 @@ func (r *readAhead) prefetch(key string, off, length int64) {
 	}()
 }
 
+// setBuf makes data (from off) the range reads are answered from. The
+// buffer it replaces goes back where it came from.
+func (r *readAhead) setBuf(data []byte, off int64, fromStream bool) {
+	if r.fromStream && r.stream != nil {
+		r.stream.recycle(r.buf)
+	} else if !r.fromStream {
+		r.spare = r.buf
+	}
+	r.buf, r.bufOff, r.fromStream = data, off, fromStream
+}
+
+func (r *readAhead) stopStream() {
+	if r.stream != nil {
+		r.stream.stop()
+		r.stream = nil
+	}
+}
+
 func (r *readAhead) dropNext() {
 	if r.next != nil {
 		r.next.cancel()
@@ -126,5 +169,6 @@ func (r *readAhead) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dropNext()
+	r.stopStream()
 	r.buf, r.spare = nil, nil
 }

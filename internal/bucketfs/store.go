@@ -24,6 +24,7 @@ type store struct {
 	bucket string
 	cfg    *Config
 	keys   *keyring
+	gets   atomic.Int64 // GET requests for file data, for tests and metrics
 }
 
 // keyring hands minio-go the current keys, and new ones after SetKeys.
@@ -221,6 +222,7 @@ func (s *store) get(ctx context.Context, key string, off, length int64, buf []by
 	if err := opts.SetRange(off, off+length-1); err != nil {
 		return nil, err
 	}
+	s.gets.Add(1)
 	rc, _, _, err := s.core.GetObject(ctx, s.bucket, key, opts)
 	if err != nil {
 		return nil, err
