@@ -156,6 +156,9 @@ func (h *harness) agree(leaving string) {
 				h.t.Errorf("volume %s holds %s: a temp file left over", e.Name(), n)
 			}
 		}
+		// A background format (requeued at the restart) holds the
+		// volume's directory lock and its loop device until it ends.
+		waitBackground(h.t, filepath.Join(h.pool, "volumes", e.Name()))
 		image := filepath.Join(h.pool, "volumes", e.Name(), "disk.img")
 		if dev, err := loop.Find(image); err == nil && dev != "" {
 			if users, err := mount.UsersOf(dev); err == nil && len(users) == 0 {
@@ -241,7 +244,7 @@ func (h *harness) checkEmptyPool() {
 		}
 		rel, _ := filepath.Rel(h.pool, path)
 		switch rel {
-		case ".", "volumes", "snapshots", "groups", ".tmp", ".trash", "staging":
+		case ".", "volumes", "snapshots", "groups", ".tmp", ".trash", ".warm", "staging":
 			return nil
 		}
 		h.t.Errorf("left in the pool: %s", rel)
@@ -275,4 +278,22 @@ func mountCap(fs string) *csi.VolumeCapability {
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fs}},
 	}
+}
+
+// waitBackground waits (up to 30 s) until no process holds the exclusive
+// flock a background format keeps on the volume's directory.
+func waitBackground(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB) == nil {
+			_ = unix.Flock(fd, unix.LOCK_UN)
+			return
+		}
+	}
+	t.Errorf("%s: a background format still holds it after 30 s", dir)
 }
