@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
@@ -18,10 +19,11 @@ import (
 const (
 	defaultMounterSocket = "/run/volplug/mounter.sock"
 	defaultMounterState  = "/var/lib/volplug/mounter"
+	defaultKeeperSocket  = "/run/volplug/keeper.sock"
 )
 
 func newMounterCommand() *cobra.Command {
-	var socket, stateDir, logFile string
+	var socket, stateDir, logFile, keeperSocket string
 	var detach, takeover bool
 	cmd := &cobra.Command{
 		Use:   "mounter",
@@ -35,20 +37,35 @@ built-in mounts end with it, unless a successor took them over first: with
 and serves them on without unmounting (an upgrade no pod notices); the old
 one then exits. On a host, s3fs and rclone mounts go on (their
 processes outlive it and the next mounter adopts them); in a pod they end with
-the pod's PID namespace.`,
+the pod's PID namespace.
+
+With --keeper-socket, each built-in mount's /dev/fuse fd is also held by a
+keeper (` + "`volplug mounter keeper`" + `), and what a successor needs is kept in
+--state-dir: after a crash (kill -9, OOM) the next mounter started with the
+same flags serves the mounts on, and pods see a pause, not an error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if detach {
-				return startDetached(socket, stateDir, logFile, takeover)
+				return startDetached(socket, stateDir, logFile, keeperSocket, takeover)
 			}
 			s, err := mounter.NewServer(stateDir)
 			if err != nil {
 				return err
 			}
+			if keeperSocket != "" {
+				if err := s.UseKeeper(keeperSocket); err != nil {
+					return err
+				}
+			}
 			if takeover {
 				if err := s.TakeOver(cmd.Context(), socket); err != nil {
 					return err
 				}
+			}
+			// Mounts a crashed predecessor left to the keeper; before
+			// listening, so no call finds them half recovered.
+			if err := s.RecoverKept(cmd.Context()); err != nil {
+				return err
 			}
 			l, err := mounter.Listen(socket)
 			if err != nil {
@@ -68,6 +85,41 @@ the pod's PID namespace.`,
 	f.StringVar(&logFile, "log-file", "", "with --detach: where the detached mounter logs")
 	f.BoolVar(&detach, "detach", false, "start a mounter in a session of its own, not a child of this process, and return")
 	f.BoolVar(&takeover, "takeover", false, "take over the mounts of the mounter answering at --socket (same --state-dir), then serve")
+	f.StringVar(&keeperSocket, "keeper-socket", "", "the socket of a `volplug mounter keeper`: built-in mounts survive a crash of this process (empty: they end with it)")
+	addKlogFlags(cmd)
+	cmd.AddCommand(newKeeperCommand())
+	return cmd
+}
+
+func newKeeperCommand() *cobra.Command {
+	var socket string
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "keeper",
+		Short: "Hold the mounter's FUSE fds, so its built-in mounts survive a crash of the mounter",
+		Long: `Hold a duplicate of the /dev/fuse fd of each built-in mount a mounter started
+with --keeper-socket hands over, and nothing else. While the keeper holds it,
+a killed mounter does not end the mount: requests wait until the next mounter
+takes the fd back and serves on. When no mounter is connected for --grace,
+the keeper aborts the mounts it holds (they answer ENOTCONN, which the node
+plugin cleans up) rather than leave processes waiting forever. Run it beside
+the mounter: a second container of the mounter's pod, or detached on a host.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := mounter.ListenKeeper(socket)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			klog.InfoS("keeper serving", "socket", socket, "grace", grace)
+			err = mounter.NewKeeper(grace).Serve(ctx, l)
+			klog.Flush()
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", defaultKeeperSocket, "unix socket to serve")
+	cmd.Flags().DurationVar(&grace, "grace", mounter.DefaultKeeperGrace, "how long mounts wait for a mounter to come back before they are aborted")
 	addKlogFlags(cmd)
 	return cmd
 }
@@ -78,7 +130,7 @@ the pod's PID namespace.`,
 // nobody's child to be reaped or killed with a process group. Where the
 // cgroup v2 root is writable (a host, not a container) it also leaves the
 // caller's cgroup, so stopping the caller's service does not stop it.
-func startDetached(socket, stateDir, logFile string, takeover bool) error {
+func startDetached(socket, stateDir, logFile, keeperSocket string, takeover bool) error {
 	if logFile == "" {
 		return fmt.Errorf("--detach needs --log-file")
 	}
@@ -94,6 +146,9 @@ func startDetached(socket, stateDir, logFile string, takeover bool) error {
 	cmd := exec.Command(exe, "mounter", "--socket", socket, "--state-dir", stateDir)
 	if takeover {
 		cmd.Args = append(cmd.Args, "--takeover")
+	}
+	if keeperSocket != "" {
+		cmd.Args = append(cmd.Args, "--keeper-socket", keeperSocket)
 	}
 	cmd.Args[0] = "volplug" // not a FlexVolume driver's name (see mounter.Client.EnsureRunning)
 	cmd.Stdout, cmd.Stderr = log, log

@@ -43,6 +43,10 @@ type Config struct {
 	// StagingDir holds the temporary files of random writes (a private
 	// 0700 directory is made inside it). Empty: os.TempDir().
 	StagingDir string
+	// JournalPath, when set, is where the kernel table is journaled
+	// (0600) for a successor after a crash of this process (Recover).
+	// Never sent anywhere: it is the mounter's to set.
+	JournalPath string `json:"-"`
 	// StagingLimit bounds the bytes of all staged files together; a random
 	// write or truncate that would need more fails with EFBIG. Zero: 1 GiB.
 	StagingLimit int64

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,17 @@ var (
 type handle struct {
 	ra    *readAhead
 	write bool
+	// lost: opened again by a crash's successor (Recover) for a handle
+	// that had written since its last fsync; that data died with the
+	// server, and the next write, flush or fsync through it fails once
+	// with EIO to say so.
+	lost atomic.Bool
+}
+
+// lostData reports (once) that f's unsynced writes died with a crashed server.
+func lostData(f fs.FileHandle) bool {
+	h, ok := f.(*handle)
+	return ok && h.lost.Load() && h.lost.Swap(false)
 }
 
 func (n *fileNode) key() string { return n.fsys.keyOf(n.Path(nil), false) }
@@ -140,7 +152,9 @@ func (n *fileNode) open(flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 		}
 	}
 	n.opens++
-	return &handle{ra: newReadAhead(n.fsys), write: write}, 0, 0
+	h := &handle{ra: newReadAhead(n.fsys), write: write}
+	h.lost.Store(write && n.fsys.openLost)
+	return h, 0, 0
 }
 
 func (n *fileNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -188,6 +202,9 @@ func (n *fileNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	if n.fsys.cfg.ReadOnly {
 		return 0, syscall.EROFS
 	}
+	if lostData(f) {
+		return 0, syscall.EIO
+	}
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	n.mu.Lock()
@@ -231,6 +248,9 @@ func (n *fileNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 // reader closing (a backup agent, tail) must not cut a stream short. A
 // small file goes up in the background (see asyncput.go).
 func (n *fileNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if lostData(f) {
+		return syscall.EIO
+	}
 	if h, ok := f.(*handle); ok && !h.write {
 		return 0
 	}
@@ -248,6 +268,9 @@ func (n *fileNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
 // Fsync stores the file now, waiting for its background PUT if any, and
 // returns that PUT's error.
 func (n *fileNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if lostData(f) {
+		return syscall.EIO
+	}
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	n.mu.Lock()

@@ -45,6 +45,9 @@ type State struct {
 type FileState struct {
 	Size  int64     `json:"size"`
 	Mtime time.Time `json:"mtime"`
+	// New: not in the store (created, and its server crashed before
+	// storing it): empty, stored at its next close.
+	New bool `json:"new,omitempty"`
 }
 
 // restoredNode answers a successor's replayed LOOKUP.
@@ -99,10 +102,21 @@ func (s *Server) Handover(ctx context.Context) (*os.File, *State, error) {
 
 // HandedOver ends this server once a successor holds the fd: this
 // process's fd is closed, the mount is left alone, Wait returns.
-func (s *Server) HandedOver() { s.conn.end() }
+func (s *Server) HandedOver() {
+	s.conn.table.stopJournal(false) // the successor's now
+	s.conn.end()
+}
 
 // Continue serves on after a handover that did not happen.
-func (s *Server) Continue() { s.conn.run() }
+func (s *Server) Continue() {
+	if p := s.fsys.cfg.JournalPath; p != "" {
+		// A successor that gave up may have rewritten the file.
+		if err := s.conn.table.journalTo(p, s.fsys.lastIno.Load()); err != nil {
+			klog.ErrorS(err, "bucketfs: journal: a crash of this server will end its mount")
+		}
+	}
+	s.conn.run()
+}
 
 // storeAll stores every file written and not stored yet, and waits for the
 // background PUTs.
@@ -139,6 +153,11 @@ func walk(root *fs.Inode, f func(*fs.Inode)) {
 // from the kernel until Start; Discard gives the mount up instead (the
 // predecessor, which still holds the fd, serves on).
 func Resume(ctx context.Context, fd int, cfg Config, st *State) (*Server, error) {
+	return resume(ctx, fd, cfg, st, false)
+}
+
+// resume is Resume, or Recover's end when crashed.
+func resume(ctx context.Context, fd int, cfg Config, st *State, crashed bool) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -152,7 +171,7 @@ func Resume(ctx context.Context, fd int, cfg Config, st *State) (*Server, error)
 	if err := b.makeStagingDir(); err != nil {
 		return nil, err
 	}
-	s := &Server{fsys: b, root: &dirNode{fsys: b}, mountpoint: st.Mountpoint, done: make(chan struct{})}
+	s := &Server{fsys: b, root: &dirNode{fsys: b}, mountpoint: st.Mountpoint, done: make(chan struct{}), resend: crashed}
 	opts := b.options()
 	raw := fs.NewNodeFS(s.root, opts)
 	c, err := newConn(fd, fuse.NewProtocolServer(raw, &opts.MountOptions), newKernelTable())
@@ -167,12 +186,27 @@ func Resume(ctx context.Context, fd int, cfg Config, st *State) (*Server, error)
 		return nil, fmt.Errorf("resume %s: %w", st.Mountpoint, err)
 	}
 	c.table.load(st.Nodes, st.Handles)
+	c.table.setInit(st.Init)
 	s.init = st.Init
+	if cfg.JournalPath != "" {
+		if err := c.table.journalTo(cfg.JournalPath, st.LastIno); err != nil {
+			s.Discard()
+			return nil, fmt.Errorf("resume %s: %w", st.Mountpoint, err)
+		}
+	}
 	return s, nil
 }
 
 // Start serves a resumed mount.
 func (s *Server) Start() error {
+	if s.resend {
+		// The kernel moves the requests the dead server had read and not
+		// answered back to its queue: this loop reads them again.
+		if err := notifyResend(s.conn.dev); err != nil {
+			s.Discard()
+			return fmt.Errorf("recover %s: %w", s.mountpoint, err)
+		}
+	}
 	if err := s.conn.start(s.init); err != nil {
 		s.Discard()
 		return fmt.Errorf("resume %s: %w", s.mountpoint, err)
@@ -185,6 +219,7 @@ func (s *Server) Start() error {
 
 // Discard gives up a resumed mount that was not started.
 func (s *Server) Discard() {
+	s.conn.table.stopJournal(false)
 	s.conn.dev.Close()
 	os.RemoveAll(s.fsys.stagingDir)
 }
@@ -271,7 +306,9 @@ func (s *Server) replay(raw fuse.RawFileSystem, st *State) error {
 				code = raw.OpenDir(nil, &fuse.OpenIn{InHeader: fuse.InHeader{NodeId: h.Node}, Flags: h.Flags}, &out)
 			default:
 				flags := h.Flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL)
+				b.openLost = h.Dirty && s.resend
 				code = raw.Open(nil, &fuse.OpenIn{InHeader: fuse.InHeader{NodeId: h.Node}, Flags: flags}, &out)
+				b.openLost = false
 			}
 			if !code.Ok() || out.Fh != next {
 				return fmt.Errorf("replay open of handle %d (node %d): %v, got handle %d", next, h.Node, code, out.Fh)
@@ -302,7 +339,7 @@ func (d *dirNode) restore(ctx context.Context, name string, out *fuse.EntryOut) 
 		d.fsys.dirAttr(&out.Attr)
 		return d.NewInode(ctx, &dirNode{fsys: d.fsys}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: r.id}), 0
 	}
-	n := &fileNode{fsys: d.fsys, size: r.file.Size, mtime: r.file.Mtime, deleted: r.deleted}
+	n := &fileNode{fsys: d.fsys, size: r.file.Size, mtime: r.file.Mtime, deleted: r.deleted, dirty: r.file.New && !r.deleted}
 	n.attr(&out.Attr)
 	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: r.id}), 0
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -134,6 +135,7 @@ func (c *conn) loop(done chan struct{}) {
 			c.mu.Lock()
 			c.init = append([]byte(nil), req...)
 			c.mu.Unlock()
+			c.table.setInit(c.init)
 			c.handle(bp, n) // before any other request: they depend on it
 			c.initOnce.Do(func() { close(c.initDone) })
 			continue
@@ -150,6 +152,25 @@ func (c *conn) loop(done chan struct{}) {
 func (c *conn) handle(bp *[]byte, n int) {
 	defer bufs.Put(bp)
 	req := (*bp)[:n]
+	if n >= inHeaderSize {
+		if reply := c.table.resentUnknown(req); reply != nil {
+			c.reply(reply)
+			return
+		}
+		defer func() {
+			// go-fuse panics on a node or handle it does not know;
+			// after a crash's recovery, a resent request may name one
+			// the dead server's table and the kernel disagree on.
+			// The request fails; the server lives.
+			if r := recover(); r != nil {
+				h := (*fuse.InHeader)(unsafe.Pointer(&req[0]))
+				klog.ErrorS(fmt.Errorf("%v", r), "bucketfs: request failed", "opcode", h.Opcode, "node", h.NodeId)
+				if h.Opcode != opForget && h.Opcode != opBatchForget {
+					c.reply(statusReply(h.Unique, syscall.EIO))
+				}
+			}
+		}()
+	}
 	op := bufs.Get().(*[]byte)
 	defer bufs.Put(op)
 	m, st := c.ps.HandleRequest([][]byte{req}, [][]byte{*op})
@@ -162,6 +183,11 @@ func (c *conn) handle(bp *[]byte, n int) {
 	if m == 0 {
 		return // FORGET and the like: no reply
 	}
+	c.reply(reply)
+}
+
+// reply writes one reply to the kernel.
+func (c *conn) reply(reply []byte) {
 	if _, err := c.dev.Write(reply); err != nil {
 		// ENOENT: the kernel gave up on the request (interrupted, or
 		// the connection was aborted). Nothing to do either way.

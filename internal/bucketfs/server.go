@@ -27,6 +27,7 @@ type Server struct {
 	mountpoint string
 	done       chan struct{}
 	init       []byte // a resumed server's INIT request, until Start
+	resend     bool   // a crash's successor (Recover): Start asks the kernel to resend
 }
 
 // bfs is the state the nodes share.
@@ -50,6 +51,7 @@ type bfs struct {
 
 	lastIno   atomic.Uint64            // the last inode number (= node ID) given out
 	restoring map[nameKey]restoredNode // while a successor rebuilds the kernel's nodes (handover.go)
+	openLost  bool                     // while a crash's successor reopens a handle whose writes died (recover.go)
 }
 
 // stable returns the identity of a new inode: its number is the node ID
@@ -260,6 +262,11 @@ func (s *Server) serve(fd int, opts *fs.Options, init []byte) error {
 		return err
 	}
 	s.conn = c
+	if p := s.fsys.cfg.JournalPath; p != "" {
+		if err := c.table.journalTo(p, 0); err != nil {
+			return err
+		}
+	}
 	if init == nil {
 		return c.start(nil)
 	}
@@ -272,6 +279,7 @@ func (s *Server) waitEnd() {
 		s.srv.Wait()
 	} else {
 		<-s.conn.ended
+		s.conn.table.stopJournal(true) // unmounted: nothing to recover (handed over: stopped already)
 	}
 	// No request comes any more: the files closed before the
 	// unmount are stored before Wait returns.

@@ -26,7 +26,9 @@ const (
 	opRmdir       = 11
 	opRename      = 12
 	opOpen        = 14
+	opWrite       = 16
 	opRelease     = 18
+	opFsync       = 20
 	opInit        = 26
 	opOpendir     = 27
 	opReleasedir  = 29
@@ -59,6 +61,10 @@ type KernelHandle struct {
 	Node  uint64 `json:"node"`
 	Flags uint32 `json:"flags"` // open(2) flags
 	Dir   bool   `json:"dir,omitempty"`
+	// Dirty: written through since its last fsync. Only a crash's
+	// successor (Recover) uses it: what was written died with the
+	// server, and the handle's next write, flush or fsync says so (EIO).
+	Dirty bool `json:"dirty,omitempty"`
 }
 
 type nameKey struct {
@@ -72,6 +78,10 @@ type kernelTable struct {
 	nodes   map[uint64]*KernelNode
 	names   map[nameKey]uint64
 	handles map[uint64]KernelHandle
+	maxID   uint64 // the highest node ID the kernel was given
+
+	j    *journal // nil: not journaled (tests, a server without a state dir)
+	init []byte   // the INIT request, for the journal's snapshots
 }
 
 func newKernelTable() *kernelTable {
@@ -91,6 +101,9 @@ func (t *kernelTable) observe(req, reply []byte) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.j != nil {
+		defer t.j.flush(t) // before the reply reaches the kernel
+	}
 	switch h.Opcode {
 	case opForget:
 		if len(args) >= 8 {
@@ -108,7 +121,14 @@ func (t *kernelTable) observe(req, reply []byte) {
 		return
 	case opRelease, opReleasedir:
 		if len(args) >= 8 {
-			delete(t.handles, binary.LittleEndian.Uint64(args))
+			fh := binary.LittleEndian.Uint64(args)
+			if _, ok := t.handles[fh]; ok {
+				delete(t.handles, fh)
+				if t.j != nil {
+					t.j.op(jRelease)
+					t.j.uvarint(fh)
+				}
+			}
 		}
 		return
 	}
@@ -130,12 +150,16 @@ func (t *kernelTable) observe(req, reply []byte) {
 		if len(args) >= 16 && len(body) >= entryOutSize+8 {
 			id := t.entry(h.NodeId, cstring(args[16:]), body)
 			fh := binary.LittleEndian.Uint64(body[entryOutSize:])
-			t.handles[fh] = KernelHandle{Node: id, Flags: binary.LittleEndian.Uint32(args) &^ syscall.O_TRUNC}
+			t.open(fh, KernelHandle{Node: id, Flags: binary.LittleEndian.Uint32(args) &^ syscall.O_TRUNC})
 		}
 	case opOpen, opOpendir:
 		if len(args) >= 4 && len(body) >= 8 && h.NodeId != pollHackID {
-			t.handles[binary.LittleEndian.Uint64(body)] = KernelHandle{
-				Node: h.NodeId, Flags: binary.LittleEndian.Uint32(args), Dir: h.Opcode == opOpendir}
+			t.open(binary.LittleEndian.Uint64(body), KernelHandle{
+				Node: h.NodeId, Flags: binary.LittleEndian.Uint32(args), Dir: h.Opcode == opOpendir})
+		}
+	case opWrite, opFsync:
+		if len(args) >= 8 {
+			t.dirty(binary.LittleEndian.Uint64(args), h.Opcode == opWrite)
 		}
 	case opReaddirplus:
 		t.direntplus(h.NodeId, body)
@@ -154,13 +178,61 @@ func (t *kernelTable) observe(req, reply []byte) {
 		if len(names) < 2 {
 			return
 		}
-		from, to := nameKey{h.NodeId, string(names[0])}, nameKey{newDir, string(names[1])}
-		t.unname(to)
-		if id, ok := t.names[from]; ok {
-			delete(t.names, from)
-			t.names[to] = id
-			t.nodes[id].Parent, t.nodes[id].Name = to.parent, to.name
+		t.rename(nameKey{h.NodeId, string(names[0])}, nameKey{newDir, string(names[1])})
+	}
+}
+
+func (t *kernelTable) rename(from, to nameKey) {
+	if t.j != nil {
+		t.j.op(jRename)
+		t.j.uvarint(from.parent)
+		t.j.str(from.name)
+		t.j.uvarint(to.parent)
+		t.j.str(to.name)
+	}
+	t.unnameQuiet(to)
+	if id, ok := t.names[from]; ok {
+		delete(t.names, from)
+		t.names[to] = id
+		t.nodes[id].Parent, t.nodes[id].Name = to.parent, to.name
+	}
+}
+
+func (t *kernelTable) open(fh uint64, h KernelHandle) {
+	t.handles[fh] = h
+	if t.j != nil {
+		t.j.openRecord(fh, h)
+	}
+}
+
+// dirty records a write (or an fsync) through a handle; only the changes
+// are journaled, so a stream of writes costs one record.
+func (t *kernelTable) dirty(fh uint64, written bool) {
+	h, ok := t.handles[fh]
+	if !ok || h.Dirty == written {
+		return
+	}
+	h.Dirty = written
+	t.handles[fh] = h
+	if t.j != nil {
+		if written {
+			t.j.op(jDirty)
+		} else {
+			t.j.op(jSynced)
 		}
+		t.j.uvarint(fh)
+	}
+}
+
+// setInit keeps the kernel's INIT request for the journal.
+func (t *kernelTable) setInit(init []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.init = init
+	if t.j != nil {
+		t.j.op(jInit)
+		t.j.str(string(init))
+		t.j.flush(t)
 	}
 }
 
@@ -181,6 +253,14 @@ func (t *kernelTable) found(parent uint64, name string, id uint64, dir bool) {
 	if id == pollHackID {
 		return
 	}
+	if t.j != nil {
+		t.j.op(jFound)
+		t.j.uvarint(parent)
+		t.j.str(name)
+		t.j.uvarint(id)
+		t.j.uvarint(bit(dir))
+	}
+	t.maxID = max(t.maxID, id)
 	n := t.nodes[id]
 	if n == nil {
 		n = &KernelNode{}
@@ -223,10 +303,18 @@ func (t *kernelTable) direntplus(parent uint64, b []byte) {
 	}
 }
 
+// forget takes n lookups of id away. More than it holds (a successor's
+// table counts lookups approximately: a lookup answered twice, once by
+// the dead server and once resent) forgets it.
 func (t *kernelTable) forget(id, n uint64) {
 	k := t.nodes[id]
 	if k == nil {
 		return
+	}
+	if t.j != nil {
+		t.j.op(jForget)
+		t.j.uvarint(id)
+		t.j.uvarint(n)
 	}
 	if n >= k.Lookups {
 		if k.Parent != 0 {
@@ -241,6 +329,17 @@ func (t *kernelTable) forget(id, n uint64) {
 // unname takes a name out of its directory; the node it named stays while
 // the kernel holds it.
 func (t *kernelTable) unname(k nameKey) {
+	if t.j != nil {
+		if _, ok := t.names[k]; ok {
+			t.j.op(jUnname)
+			t.j.uvarint(k.parent)
+			t.j.str(k.name)
+		}
+	}
+	t.unnameQuiet(k)
+}
+
+func (t *kernelTable) unnameQuiet(k nameKey) {
 	if id, ok := t.names[k]; ok {
 		delete(t.names, k)
 		t.nodes[id].Parent, t.nodes[id].Name = 0, ""
@@ -275,6 +374,32 @@ func (t *kernelTable) load(nodes map[uint64]KernelNode, handles map[uint64]Kerne
 	}
 	for fh, h := range handles {
 		t.handles[fh] = h
+	}
+	for id := range nodes {
+		t.maxID = max(t.maxID, id)
+	}
+}
+
+// journalTo starts journaling the table (as it is now) to path.
+func (t *kernelTable) journalTo(path string, lastIno uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxID = max(t.maxID, lastIno)
+	j, err := openJournal(path, t, t.init)
+	if err != nil {
+		return err
+	}
+	t.j = j
+	return nil
+}
+
+// stopJournal ends the journal; remove drops the file too.
+func (t *kernelTable) stopJournal(remove bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.j != nil {
+		t.j.close(remove)
+		t.j = nil
 	}
 }
 

@@ -275,6 +275,13 @@ func (s *Server) takeEntry(ctx context.Context, m *handoverMount, f *os.File) (*
 	}
 	cfg := m.Req.FS
 	cfg.StagingDir = dir
+	if s.keeper != nil {
+		if err := saveRequest(dir, m.Req); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		cfg.JournalPath = filepath.Join(dir, journalFile)
+	}
 	fd, err := bucketfs.DupFile(f)
 	f.Close()
 	if err != nil {

@@ -26,12 +26,20 @@ func (s *Server) mountBuiltin(ctx context.Context, req *Request) (*entry, error)
 	}
 	cfg := req.FS
 	cfg.StagingDir = dir
+	if s.keeper != nil {
+		if err := saveRequest(dir, req); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		cfg.JournalPath = filepath.Join(dir, journalFile)
+	}
 	failpoint.Hit("mounter.mount.dir-made")
 	srv, err := bucketfs.Mount(ctx, req.Target, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, mountFailed(err)
 	}
+	s.keep(srv, req.Target)
 	return s.builtinEntry(srv, req.Target, dir), nil
 }
 
@@ -48,6 +56,7 @@ func (s *Server) builtinEntry(srv *bucketfs.Server, target, dir string) *entry {
 			case <-time.After(10 * time.Second):
 				return fmt.Errorf("unmount %s: its server did not stop", target)
 			}
+			s.unkeep(target, false)
 			failpoint.Hit("mounter.unmount.unmounted")
 			return os.RemoveAll(dir)
 		},

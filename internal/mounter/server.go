@@ -33,6 +33,8 @@ type Server struct {
 	busy        map[string]bool   // targets with a call in progress
 	handingOver bool              // to a successor: calls are refused
 
+	keeper *keeperClient // holds built-in mounts' fds across a crash; nil: none
+
 	quit     chan struct{} // closed once handed over: Serve returns
 	quitOnce sync.Once
 }
@@ -144,6 +146,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	// The process exits next, and built-in mounts with it: the files
 	// closed on them must reach the store first.
 	s.drain()
+	s.dropKept()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

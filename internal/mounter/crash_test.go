@@ -1,0 +1,392 @@
+package mounter_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/volplug/volplug/internal/bucketfs"
+	"github.com/volplug/volplug/internal/mounter"
+	"github.com/volplug/volplug/internal/testutil"
+)
+
+// crashEnv runs the real processes of crash failover: a keeper and
+// mounters (`volplug mounter --keeper-socket`), against versitygw.
+type crashEnv struct {
+	tb      testing.TB
+	s3      *testutil.S3Server
+	dir     string
+	bin     string
+	sock    string
+	state   string
+	keeper  *exec.Cmd
+	spawner *spawner
+	running bool
+	client  *mounter.Client
+}
+
+func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
+	testutil.RequireRoot(tb)
+	s3 := testutil.StartS3Server(tb)
+	s3.MakeBucket(tb, bucket)
+	dir := tb.TempDir()
+	tb.Cleanup(func() { testutil.Cleanup(dir) })
+	e := &crashEnv{tb: tb, s3: s3, dir: dir, bin: testutil.BuildVolplug(tb, dir),
+		sock: filepath.Join(dir, "run", "mounter.sock"), state: filepath.Join(dir, "state")}
+	e.client = mounter.NewClient(e.sock)
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, log := range []string{"keeper.log", "mounter.log"} {
+				out, _ := os.ReadFile(filepath.Join(dir, log))
+				if len(out) > 6000 {
+					out = out[len(out)-6000:]
+				}
+				tb.Logf("%s:\n%s", log, out)
+			}
+		}
+	})
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	e.keeper = e.run("keeper.log", "mounter", "keeper", "--socket", e.keeperSock(), "--grace", grace.String())
+	tb.Cleanup(func() { e.stop(e.keeper) })
+	e.spawner = newSpawner(tb, e.bin, filepath.Join(dir, "mounter.log"),
+		"mounter", "--socket", e.sock, "--state-dir", e.state, "--keeper-socket", e.keeperSock())
+	for i := 0; ; i++ { // the keeper answers
+		if _, err := os.Stat(e.keeperSock()); err == nil {
+			break
+		} else if i > 500 {
+			tb.Fatal("the keeper does not listen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return e
+}
+
+func (e *crashEnv) keeperSock() string { return filepath.Join(e.dir, "run", "keeper.sock") }
+
+func (e *crashEnv) run(log string, args ...string) *exec.Cmd {
+	f, err := os.OpenFile(filepath.Join(e.dir, log), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(e.bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		e.tb.Fatal(err)
+	}
+	return cmd
+}
+
+// startMounter starts a mounter and waits until it answers.
+func (e *crashEnv) startMounter() {
+	e.spawner.do("start")
+	e.running = true
+	for i := 0; ; i++ {
+		if _, err := e.client.List(context.Background()); err == nil {
+			return
+		} else if i > 1000 {
+			e.tb.Fatalf("no mounter answers: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill kills the current mounter with SIGKILL and waits until it is gone.
+func (e *crashEnv) kill() {
+	e.spawner.do("kill")
+	e.running = false
+}
+
+// stopMounter ends the current mounter with SIGTERM.
+func (e *crashEnv) stopMounter() {
+	e.spawner.do("term")
+	e.running = false
+}
+
+func (e *crashEnv) stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		e.tb.Errorf("process %d did not exit on SIGTERM", cmd.Process.Pid)
+	}
+}
+
+func (e *crashEnv) mount(name string) string {
+	target := filepath.Join(e.dir, "mnt", name)
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		e.tb.Fatal(err)
+	}
+	req := &mounter.Request{Target: target, Kind: mounter.Builtin, FS: bucketfs.Config{
+		Endpoint: e.s3.Endpoint, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey,
+		Bucket: bucket, Prefix: name, CapacityBytes: 1 << 30,
+	}}
+	if err := e.client.Mount(context.Background(), req); err != nil {
+		e.tb.Fatal(err)
+	}
+	return target
+}
+
+// kills is how many times TestCrashUnderLoad kills the mounter:
+// VOLPLUG_CRASH_KILLS (make reliability: 20), else 3.
+func kills(tb testing.TB) int {
+	if v := os.Getenv("VOLPLUG_CRASH_KILLS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			tb.Fatalf("VOLPLUG_CRASH_KILLS=%q", v)
+		}
+		return n
+	}
+	return 3
+}
+
+// The mounter is killed with SIGKILL while a reader (a handle held open
+// across the kills, and readdir) and a writer (create, write, fsync,
+// close, over and over) loop on a built-in mount; a new mounter is
+// started each time and takes the mount back from the keeper. Every
+// syscall succeeds, except that a write, fsync or close in flight may
+// fail with EIO once per kill; none fails with ENOTCONN; every file whose
+// fsync succeeded is in the bucket, byte for byte.
+func TestCrashUnderLoad(t *testing.T) {
+	e := newCrashEnv(t, time.Minute)
+	ctx := context.Background()
+	e.startMounter()
+	target := e.mount("vol")
+	defer func() {
+		if !e.running {
+			e.startMounter()
+		}
+		if err := e.client.Unmount(ctx, target); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		e.stopMounter()
+		testutil.CheckClean(t, e.dir)
+	}()
+	p := func(s string) string { return filepath.Join(target, s) }
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	if err := os.WriteFile(p("big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := os.Open(p("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []error
+	var eio atomic.Int32
+	written := map[string][]byte{}
+	fail := func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			name := fmt.Sprintf("f%04d", i)
+			data := []byte(fmt.Sprintf("file %d %s", i, bytes.Repeat([]byte{'y'}, i%3000)))
+			f, err := os.Create(p(name))
+			if err == nil {
+				_, err = f.Write(data)
+				if err == nil {
+					err = f.Sync()
+				}
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if errors.Is(err, syscall.EIO) {
+				eio.Add(1) // its data died with the mounter: written again under a new name
+				continue
+			}
+			if err != nil {
+				fail(fmt.Errorf("write %s: %w", name, err))
+				return
+			}
+			mu.Lock()
+			written[name] = data
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 128<<10)
+		for off := int64(0); !stop.Load(); off = (off + int64(len(buf))) % int64(len(big)) {
+			if n, err := rf.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], big[off:off+int64(n)]) {
+				fail(fmt.Errorf("read at %d: %d %v", off, n, err))
+				return
+			}
+			if _, err := os.ReadDir(target); err != nil {
+				fail(fmt.Errorf("readdir: %w", err))
+				return
+			}
+		}
+	}()
+	n := kills(t)
+	for k := 1; k <= n; k++ {
+		time.Sleep(200 * time.Millisecond)
+		e.kill()
+		time.Sleep(50 * time.Millisecond) // requests queue in the kernel meanwhile
+		e.startMounter()
+		list, err := e.client.List(ctx)
+		if err != nil || len(list) != 1 || !list[0].Alive {
+			t.Fatalf("kill %d: the new mounter lists %+v %v", k, list, err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
+	if got := int(eio.Load()); got > n {
+		t.Errorf("%d EIOs over %d kills: want at most one per kill", got, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(written) == 0 {
+		t.Fatal("nothing was written")
+	}
+	for name, data := range written {
+		got, err := os.ReadFile(filepath.Join(e.s3.Dir, bucket, "vol", name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s in the bucket: %v", name, err)
+		}
+	}
+	t.Logf("%d files written and fsync'd across %d kills, %d EIOs", len(written), n, eio.Load())
+}
+
+// When no mounter comes back within the keeper's grace period, the
+// keeper aborts the mount: a process waiting on it gets ENOTCONN instead
+// of hanging, and the mount is a dead one that unmounts as any other.
+func TestKeeperAbortsAbandonedMount(t *testing.T) {
+	e := newCrashEnv(t, time.Second)
+	ctx := context.Background()
+	e.startMounter()
+	target := e.mount("abandoned")
+	if err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.kill()
+	start := time.Now()
+	_, err := os.Stat(filepath.Join(target, "not-cached")) // waits in the kernel's queue
+	if !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("stat after the grace period: %v, want ENOTCONN", err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("the mount died at once (%v): the keeper did not hold it", took)
+	}
+	// The node plugin unstages through a mounter, which takes the dead
+	// mount down.
+	e.startMounter()
+	if err := e.client.Unmount(ctx, target); err != nil {
+		t.Errorf("unmount of the dead mount: %v", err)
+	}
+	e.stopMounter()
+	testutil.CheckClean(t, e.dir)
+}
+
+// spawner starts and kills mounters for a test from a helper process
+// started before the test opens any file on a mount: a process forked
+// from the test would inherit those files, and closing them at exec sends
+// the kernel a FLUSH that waits for the very server being started.
+type spawner struct {
+	tb  testing.TB
+	cmd *exec.Cmd
+	in  *os.File
+	out *bufio.Reader
+}
+
+func newSpawner(tb testing.TB, bin, log string, args ...string) *spawner {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSpawnerHelper$")
+	cmd.Env = append(os.Environ(), "VOLPLUG_SPAWNER="+strings.Join(append([]string{bin, log}, args...), "\n"))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	s := &spawner{tb: tb, cmd: cmd, in: in.(*os.File), out: bufio.NewReader(out)}
+	tb.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	return s
+}
+
+func (s *spawner) do(op string) {
+	if _, err := fmt.Fprintln(s.in, op); err != nil {
+		s.tb.Fatalf("spawner %s: %v", op, err)
+	}
+	line, err := s.out.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ok") {
+		s.tb.Fatalf("spawner %s: %q %v", op, line, err)
+	}
+}
+
+// TestSpawnerHelper is the spawner's process (VOLPLUG_SPAWNER set):
+// lines on stdin start, kill (SIGKILL) or stop (SIGTERM) one mounter.
+func TestSpawnerHelper(t *testing.T) {
+	spec := os.Getenv("VOLPLUG_SPAWNER")
+	if spec == "" {
+		t.Skip("the spawner helper of the crash tests")
+	}
+	parts := strings.Split(spec, "\n")
+	bin, log, args := parts[0], parts[1], parts[2:]
+	var cur *exec.Cmd
+	wait := func(sig os.Signal) {
+		if cur != nil {
+			_ = cur.Process.Signal(sig)
+			_ = cur.Wait()
+			cur = nil
+		}
+	}
+	defer wait(syscall.SIGTERM)
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "start":
+			f, err := os.OpenFile(log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+			if err == nil {
+				cur = exec.Command(bin, args...)
+				cur.Stdout, cur.Stderr = f, f
+				err = cur.Start()
+				f.Close()
+			}
+			if err != nil {
+				fmt.Println("error", err)
+				continue
+			}
+		case "kill":
+			wait(syscall.SIGKILL)
+		case "term":
+			wait(syscall.SIGTERM)
+		}
+		fmt.Println("ok")
+	}
+}
