@@ -167,7 +167,7 @@ func resume(ctx context.Context, fd int, cfg Config, st *State, crashed bool) (*
 		return nil, err
 	}
 	b.used, b.capacity = st.Used, st.Capacity
-	b.lastIno.Store(st.LastIno)
+	b.lastIno.Store(max(st.LastIno, 1)) // 1 is the root, given out or not
 	if err := b.makeStagingDir(); err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ type crashEnv struct {
 	keeper  *exec.Cmd
 	spawner *spawner
 	running bool
+	pid     int // the current mounter's
 	client  *mounter.Client
 }
 
@@ -50,6 +51,9 @@ func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
 		if tb.Failed() {
 			for _, log := range []string{"keeper.log", "mounter.log"} {
 				out, _ := os.ReadFile(filepath.Join(dir, log))
+				if d := os.Getenv("VOLPLUG_CRASH_LOGS"); d != "" {
+					_ = os.WriteFile(filepath.Join(d, log), out, 0o600)
+				}
 				if len(out) > 6000 {
 					out = out[len(out)-6000:]
 				}
@@ -93,7 +97,7 @@ func (e *crashEnv) run(log string, args ...string) *exec.Cmd {
 
 // startMounter starts a mounter and waits until it answers.
 func (e *crashEnv) startMounter() {
-	e.spawner.do("start")
+	e.pid, _ = strconv.Atoi(e.spawner.do("start"))
 	e.running = true
 	for i := 0; ; i++ {
 		if _, err := e.client.List(context.Background()); err == nil {
@@ -343,7 +347,7 @@ func newSpawner(tb testing.TB, bin, log string, args ...string) *spawner {
 	return s
 }
 
-func (s *spawner) do(op string) {
+func (s *spawner) do(op string) string {
 	if _, err := fmt.Fprintln(s.in, op); err != nil {
 		s.tb.Fatalf("spawner %s: %v", op, err)
 	}
@@ -351,6 +355,7 @@ func (s *spawner) do(op string) {
 	if err != nil || !strings.HasPrefix(line, "ok") {
 		s.tb.Fatalf("spawner %s: %q %v", op, line, err)
 	}
+	return strings.TrimSpace(strings.TrimPrefix(line, "ok"))
 }
 
 // TestSpawnerHelper is the spawner's process (VOLPLUG_SPAWNER set):
@@ -391,6 +396,10 @@ func TestSpawnerHelper(t *testing.T) {
 		case "term":
 			wait(syscall.SIGTERM)
 		}
-		fmt.Println("ok")
+		if cur != nil {
+			fmt.Println("ok", cur.Process.Pid)
+		} else {
+			fmt.Println("ok")
+		}
 	}
 }
