@@ -43,6 +43,8 @@ test: deps vet
 # the node reboot. See README.md, Reliability.
 reliability: deps
 	$(GO) test -count=1 -timeout 90m -v ./test/crash/ -args -all
+	# The mounter killed 20 times under a reader and a writer (make test: 3).
+	VOLPLUG_CRASH_KILLS=20 $(GO) test -count=1 -timeout 20m -v -run TestCrashUnderLoad ./internal/mounter/
 
 # Every fuzz target for FUZZTIME each (default 2s).
 fuzz:
@@ -63,6 +65,11 @@ bench: deps build
 	./$(BIN) bench scale
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/bucketfs/
+	# What journaling the kernel table costs a LOOKUP; crash failover: kill
+	# to first answer (p50, p99 over 20 kills, against a statfs), memory of
+	# the mounter and the keeper at 1 and 50 volumes.
+	$(GO) test -run '^$$' -bench BenchmarkJournalLookup -benchtime 200000x ./internal/bucketfs/
+	$(GO) test -run '^$$' -bench BenchmarkCrashFailover -benchtime 20x ./internal/mounter/
 	# Local volumes per layout (image, native, native nodatacow) against the
 	# pool's own filesystem (fio, four jobs) and against a bare directory
 	# (a volume's life, c=1 and c=8), in one run (about 6 minutes); then the

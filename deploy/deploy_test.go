@@ -291,7 +291,7 @@ var (
 )
 
 // volplugSubcommands are the subcommands the manifests run.
-var volplugSubcommands = []string{"csi", "mounter"}
+var volplugSubcommands = []string{"csi", "mounter", "keeper"}
 
 // volplugFlags builds ./cmd/volplug once and returns the flags that
 // `volplug SUB --help` lists, for SUB in volplugSubcommands.
@@ -436,7 +436,7 @@ func TestDriverFlagsExist(t *testing.T) {
 
 var (
 	containerStart = regexp.MustCompile(`^(\s*)- name: (\S+)\s*$`)
-	argLine        = regexp.MustCompile(`^\s*- (csi|mounter|--[A-Za-z0-9-]+(?:=.*)?)\s*$`)
+	argLine        = regexp.MustCompile(`^\s*- (csi|mounter|keeper|--[A-Za-z0-9-]+(?:=.*)?)\s*$`)
 )
 
 // templateContainerArgs returns the literal args ("csi", "--flag=...") of

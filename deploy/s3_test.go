@@ -416,6 +416,21 @@ func checkS3MounterShared(t *testing.T, docs []doc, _ bool) {
 		}
 	}
 
+	// The keeper runs in the mounter's pod (a restart of the mounter
+	// container keeps it) and listens where the mounter looks for it.
+	keeper := one(t, findVolplug(docs, "keeper", ""), "keeper (volplug keeper)")
+	if keeper.d.String() != mnt.d.String() {
+		t.Errorf("the keeper (%s) must be a container of the mounter's pod (%s)", keeper.d, mnt.d)
+	}
+	kSock := mustFlag(t, keeper, "socket")
+	mkSock := mustFlag(t, mnt, "keeper-socket")
+	if a, b := location(mnt.spec, mnt.c, mkSock), location(keeper.spec, keeper.c, kSock); !strings.HasPrefix(a, "host ") || a != b {
+		t.Errorf("the mounter's --keeper-socket=%s is at %q, the keeper's --socket=%s at %q: want the same host file", mkSock, a, kSock, b)
+	}
+	if get(keeper.c, "resources", "requests") == nil || get(keeper.c, "resources", "limits") == nil {
+		t.Errorf("%s: container %s needs resource requests and limits", keeper.d, str(keeper.c, "name"))
+	}
+
 	// A rolling update of the mounter would end every FUSE mount of the
 	// node under running pods: it changes only when its pod is deleted.
 	if s := str(mnt.d.obj, "spec", "updateStrategy", "type"); s != "OnDelete" {

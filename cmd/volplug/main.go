@@ -35,6 +35,7 @@ func main() {
 		bench.NewCommand(),
 		flexdriver.NewCommand(),
 		newMounterCommand(),
+		newKeeperCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "volplug:", err)

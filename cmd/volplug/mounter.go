@@ -40,7 +40,7 @@ processes outlive it and the next mounter adopts them); in a pod they end with
 the pod's PID namespace.
 
 With --keeper-socket, each built-in mount's /dev/fuse fd is also held by a
-keeper (` + "`volplug mounter keeper`" + `), and what a successor needs is kept in
+keeper (` + "`volplug keeper`" + `), and what a successor needs is kept in
 --state-dir: after a crash (kill -9, OOM) the next mounter started with the
 same flags serves the mounts on, and pods see a pause, not an error.`,
 		Args: cobra.NoArgs,
@@ -85,9 +85,8 @@ same flags serves the mounts on, and pods see a pause, not an error.`,
 	f.StringVar(&logFile, "log-file", "", "with --detach: where the detached mounter logs")
 	f.BoolVar(&detach, "detach", false, "start a mounter in a session of its own, not a child of this process, and return")
 	f.BoolVar(&takeover, "takeover", false, "take over the mounts of the mounter answering at --socket (same --state-dir), then serve")
-	f.StringVar(&keeperSocket, "keeper-socket", "", "the socket of a `volplug mounter keeper`: built-in mounts survive a crash of this process (empty: they end with it)")
+	f.StringVar(&keeperSocket, "keeper-socket", "", "the socket of a keeper (volplug keeper): built-in mounts survive a crash of this process (empty: they end with it)")
 	addKlogFlags(cmd)
-	cmd.AddCommand(newKeeperCommand())
 	return cmd
 }
 

@@ -64,7 +64,7 @@ func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
 	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o700); err != nil {
 		tb.Fatal(err)
 	}
-	e.keeper = e.run("keeper.log", "mounter", "keeper", "--socket", e.keeperSock(), "--grace", grace.String())
+	e.keeper = e.run("keeper.log", "keeper", "--socket", e.keeperSock(), "--grace", grace.String())
 	tb.Cleanup(func() { e.stop(e.keeper) })
 	e.spawner = newSpawner(tb, e.bin, filepath.Join(dir, "mounter.log"),
 		"mounter", "--socket", e.sock, "--state-dir", e.state, "--keeper-socket", e.keeperSock())

@@ -14,7 +14,7 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// The keeper: a small process that does nothing but hold a duplicate of
+// The keeper (`volplug keeper`): a small process that does nothing but hold a duplicate of
 // each built-in mount's /dev/fuse fd. The kernel keeps a FUSE connection
 // while any process holds its fd, so when the mounter is killed (SIGKILL,
 // OOM) its mounts do not end: requests wait in the kernel's queue until a
