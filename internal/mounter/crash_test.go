@@ -115,6 +115,19 @@ func (e *crashEnv) kill() {
 	e.running = false
 }
 
+// upgrade replaces the current mounter by a successor (--takeover).
+func (e *crashEnv) upgrade() {
+	e.pid, _ = strconv.Atoi(e.spawner.do("upgrade"))
+	for i := 0; ; i++ {
+		if list, err := e.client.List(context.Background()); err == nil && len(list) > 0 {
+			return
+		} else if i > 1000 {
+			e.tb.Fatalf("no successor answers: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // stopMounter ends the current mounter with SIGTERM.
 func (e *crashEnv) stopMounter() {
 	e.spawner.do("term")
@@ -165,7 +178,8 @@ func kills(tb testing.TB) int {
 	return 3
 }
 
-// The mounter is killed with SIGKILL while a reader (a handle held open
+// The mounter is killed with SIGKILL (and, every other time, upgraded
+// first through a graceful handover) while a reader (a handle held open
 // across the kills, and readdir) and a writer (create, write, fsync,
 // close, over and over) loop on a built-in mount; a new mounter is
 // started each time and takes the mount back from the keeper. Every
@@ -251,6 +265,12 @@ func TestCrashUnderLoad(t *testing.T) {
 	n := kills(t)
 	for k := 1; k <= n; k++ {
 		time.Sleep(200 * time.Millisecond)
+		if k%2 == 0 {
+			// A graceful upgrade between two crashes: the successor
+			// journals where its predecessor did, and is killed next.
+			e.upgrade()
+			time.Sleep(100 * time.Millisecond)
+		}
 		e.kill()
 		time.Sleep(50 * time.Millisecond) // requests queue in the kernel meanwhile
 		e.startMounter()
@@ -395,6 +415,24 @@ func TestSpawnerHelper(t *testing.T) {
 			wait(syscall.SIGKILL)
 		case "term":
 			wait(syscall.SIGTERM)
+		case "upgrade": // a successor takes over; the old one exits
+			f, err := os.OpenFile(log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+			if err != nil {
+				fmt.Println("error", err)
+				continue
+			}
+			next := exec.Command(bin, append(args, "--takeover")...)
+			next.Stdout, next.Stderr = f, f
+			err = next.Start()
+			f.Close()
+			if err != nil {
+				fmt.Println("error", err)
+				continue
+			}
+			if cur != nil {
+				_ = cur.Wait()
+			}
+			cur = next
 		}
 		if cur != nil {
 			fmt.Println("ok", cur.Process.Pid)
@@ -402,4 +440,55 @@ func TestSpawnerHelper(t *testing.T) {
 			fmt.Println("ok")
 		}
 	}
+}
+
+// s3fs and rclone mounts cannot fail over: their FUSE server is their own
+// process, not the mounter. On a host it outlives a killed mounter (and
+// the next one adopts it); in a pod it dies with the mounter's container,
+// which this plays by killing both. The mount then answers ENOTCONN (the
+// node plugin reports it INACCESSIBLE), the keeper has nothing of it, and
+// the next mount request replaces it.
+func TestCrashEndsFUSEProgramMounts(t *testing.T) {
+	e := newCrashEnv(t, time.Minute)
+	ctx := context.Background()
+	e.startMounter()
+	target := filepath.Join(e.dir, "mnt", "s3fs")
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	req := &mounter.Request{Target: target, Kind: mounter.S3FS, FS: bucketfs.Config{
+		Endpoint: e.s3.Endpoint, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey,
+		Bucket: bucket, Prefix: "s3fs", CapacityBytes: 1 << 30,
+	}}
+	if err := e.client.Mount(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	progs := pidsMentioning(t, target)
+	e.kill()
+	for _, pid := range progs {
+		n, _ := strconv.Atoi(pid)
+		_ = syscall.Kill(n, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN); _, err = os.Stat(target) {
+		if time.Now().After(deadline) {
+			t.Fatalf("an s3fs mount after its mounter's container died: %v, want ENOTCONN", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.startMounter()
+	if _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("after a new mounter started: %v, want ENOTCONN still (nothing to recover)", err)
+	}
+	if err := e.client.Mount(ctx, req); err != nil {
+		t.Fatalf("a new mount over the dead one: %v", err)
+	}
+	if _, err := os.Stat(target); err != nil {
+		t.Errorf("after the new mount: %v", err)
+	}
+	if err := e.client.Unmount(ctx, target); err != nil {
+		t.Error(err)
+	}
+	e.stopMounter()
+	testutil.CheckClean(t, e.dir)
 }
