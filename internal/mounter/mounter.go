@@ -17,7 +17,9 @@
 // mounter sees them die). Nothing about a mount is kept but in memory and
 // in the kernel's mount table: a mounter started anew finds dead mounts
 // (ENOTCONN) and replaces them at the next mount request, and adopts live
-// ones a predecessor's children still serve.
+// ones a predecessor's children still serve. With a keeper (keeper.go),
+// built-in mounts also leave their request and a journal of the kernel's
+// node table on disk, and survive a crash of this process (recover.go).
 package mounter
 
 import (
