@@ -68,7 +68,7 @@ func BenchmarkCrashFailover(b *testing.B) {
 	b.ReportMetric(float64(p50)/float64(base), "p50/statfs")
 	b.ReportMetric(float64(p99)/float64(base), "p99/statfs")
 	b.ReportMetric(float64(rss(b, e.pid))/1024, "mounter-MiB-1vol")
-	b.ReportMetric(float64(rss(b, e.keeper.Process.Pid))/1024, "keeper-MiB-1vol")
+	b.ReportMetric(float64(rss(b, e.keeperPid))/1024, "keeper-MiB-1vol")
 	for i := 1; i < 50; i++ {
 		e.mount(fmt.Sprintf("vol%d", i))
 	}
@@ -80,7 +80,7 @@ func BenchmarkCrashFailover(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(rss(b, e.pid))/1024, "mounter-MiB-50vol")
-	b.ReportMetric(float64(rss(b, e.keeper.Process.Pid))/1024, "keeper-MiB-50vol")
+	b.ReportMetric(float64(rss(b, e.keeperPid))/1024, "keeper-MiB-50vol")
 	// And all 50 come back after one more kill.
 	e.kill()
 	killed := time.Now()

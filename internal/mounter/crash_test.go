@@ -25,17 +25,18 @@ import (
 // crashEnv runs the real processes of crash failover: a keeper and
 // mounters (`volplug mounter --keeper-socket`), against versitygw.
 type crashEnv struct {
-	tb      testing.TB
-	s3      *testutil.S3Server
-	dir     string
-	bin     string
-	sock    string
-	state   string
-	keeper  *exec.Cmd
-	spawner *spawner
-	running bool
-	pid     int // the current mounter's
-	client  *mounter.Client
+	tb        testing.TB
+	s3        *testutil.S3Server
+	dir       string
+	bin       string
+	sock      string
+	state     string
+	keeper    *spawner // of the keeper
+	keeperPid int
+	spawner   *spawner // of the mounters
+	running   bool
+	pid       int // the current mounter's
+	client    *mounter.Client
 }
 
 func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
@@ -64,8 +65,8 @@ func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
 	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o700); err != nil {
 		tb.Fatal(err)
 	}
-	e.keeper = e.run("keeper.log", "keeper", "--socket", e.keeperSock(), "--grace", grace.String())
-	tb.Cleanup(func() { e.stop(e.keeper) })
+	e.keeper = newSpawner(tb, e.bin, filepath.Join(dir, "keeper.log"), "keeper", "--socket", e.keeperSock(), "--grace", grace.String())
+	e.keeperPid, _ = strconv.Atoi(e.keeper.do("start"))
 	e.spawner = newSpawner(tb, e.bin, filepath.Join(dir, "mounter.log"),
 		"mounter", "--socket", e.sock, "--state-dir", e.state, "--keeper-socket", e.keeperSock())
 	for i := 0; ; i++ { // the keeper answers
@@ -80,20 +81,6 @@ func newCrashEnv(tb testing.TB, grace time.Duration) *crashEnv {
 }
 
 func (e *crashEnv) keeperSock() string { return filepath.Join(e.dir, "run", "keeper.sock") }
-
-func (e *crashEnv) run(log string, args ...string) *exec.Cmd {
-	f, err := os.OpenFile(filepath.Join(e.dir, log), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(e.bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		e.tb.Fatal(err)
-	}
-	return cmd
-}
 
 // startMounter starts a mounter and waits until it answers.
 func (e *crashEnv) startMounter() {
@@ -115,6 +102,25 @@ func (e *crashEnv) kill() {
 	e.running = false
 }
 
+// restartKeeper kills the keeper and starts another, which holds nothing
+// until the mounter notices (it checks every 2 s) and hands it every
+// built-in mount again; it returns once the new one holds target.
+func (e *crashEnv) restartKeeper(target string) {
+	e.keeper.do("kill")
+	log := filepath.Join(e.dir, "keeper.log")
+	before, _ := os.ReadFile(log)
+	e.keeperPid, _ = strconv.Atoi(e.keeper.do("start"))
+	for i := 0; ; i++ {
+		after, _ := os.ReadFile(log)
+		if len(after) > len(before) && bytes.Contains(after[len(before):], []byte(`"keeper: holding" target="`+target+`"`)) {
+			return
+		} else if i > 1000 {
+			e.tb.Fatalf("the new keeper was not handed %s", target)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // upgrade replaces the current mounter by a successor (--takeover).
 func (e *crashEnv) upgrade() {
 	e.pid, _ = strconv.Atoi(e.spawner.do("upgrade"))
@@ -132,22 +138,6 @@ func (e *crashEnv) upgrade() {
 func (e *crashEnv) stopMounter() {
 	e.spawner.do("term")
 	e.running = false
-}
-
-func (e *crashEnv) stop(cmd *exec.Cmd) {
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		e.tb.Errorf("process %d did not exit on SIGTERM", cmd.Process.Pid)
-	}
 }
 
 func (e *crashEnv) mount(name string) string {
@@ -271,6 +261,10 @@ func TestCrashUnderLoad(t *testing.T) {
 			e.upgrade()
 			time.Sleep(100 * time.Millisecond)
 		}
+		if k == 2 {
+			// The keeper's own restart: the mounter hands it the mount again.
+			e.restartKeeper(target)
+		}
 		e.kill()
 		time.Sleep(50 * time.Millisecond) // requests queue in the kernel meanwhile
 		e.startMounter()
@@ -300,40 +294,6 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d files written and fsync'd across %d kills, %d EIOs", len(written), n, eio.Load())
-}
-
-// When no mounter comes back within the keeper's grace period, the
-// keeper aborts the mount: a process waiting on it gets ENOTCONN instead
-// of hanging, and the mount is a dead one that unmounts as any other.
-func TestKeeperAbortsAbandonedMount(t *testing.T) {
-	e := newCrashEnv(t, time.Second)
-	ctx := context.Background()
-	e.startMounter()
-	target := e.mount("abandoned")
-	if err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.kill()
-	start := time.Now()
-	// Waits in the kernel's queue, and fails when the keeper aborts.
-	_, err := os.Stat(filepath.Join(target, "not-cached"))
-	if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("stat waiting at the end of the grace period: %v, want ECONNABORTED", err)
-	}
-	if took := time.Since(start); took < 500*time.Millisecond {
-		t.Errorf("the mount died at once (%v): the keeper did not hold it", took)
-	}
-	if _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("stat after the grace period: %v, want ENOTCONN (a dead mount)", err)
-	}
-	// The node plugin unstages through a mounter, which takes the dead
-	// mount down.
-	e.startMounter()
-	if err := e.client.Unmount(ctx, target); err != nil {
-		t.Errorf("unmount of the dead mount: %v", err)
-	}
-	e.stopMounter()
-	testutil.CheckClean(t, e.dir)
 }
 
 // spawner starts and kills mounters for a test from a helper process
@@ -442,53 +402,88 @@ func TestSpawnerHelper(t *testing.T) {
 	}
 }
 
-// s3fs and rclone mounts cannot fail over: their FUSE server is their own
-// process, not the mounter. On a host it outlives a killed mounter (and
-// the next one adopts it); in a pod it dies with the mounter's container,
-// which this plays by killing both. The mount then answers ENOTCONN (the
-// node plugin reports it INACCESSIBLE), the keeper has nothing of it, and
-// the next mount request replaces it.
-func TestCrashEndsFUSEProgramMounts(t *testing.T) {
-	e := newCrashEnv(t, time.Minute)
+// Where crash failover cannot work, the mount dies as it did without a
+// keeper, and is cleaned up the same way.
+func TestCrashFallbacks(t *testing.T) {
+	e := newCrashEnv(t, time.Second)
 	ctx := context.Background()
-	e.startMounter()
-	target := filepath.Join(e.dir, "mnt", "s3fs")
-	if err := os.MkdirAll(target, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	req := &mounter.Request{Target: target, Kind: mounter.S3FS, FS: bucketfs.Config{
-		Endpoint: e.s3.Endpoint, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey,
-		Bucket: bucket, Prefix: "s3fs", CapacityBytes: 1 << 30,
-	}}
-	if err := e.client.Mount(ctx, req); err != nil {
-		t.Fatal(err)
-	}
-	progs := pidsMentioning(t, target)
-	e.kill()
-	for _, pid := range progs {
-		n, _ := strconv.Atoi(pid)
-		_ = syscall.Kill(n, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN); _, err = os.Stat(target) {
-		if time.Now().After(deadline) {
-			t.Fatalf("an s3fs mount after its mounter's container died: %v, want ENOTCONN", err)
+	t.Run("s3fs", func(t *testing.T) {
+		// s3fs and rclone mounts cannot fail over: their FUSE server is their own
+		// process, not the mounter. On a host it outlives a killed mounter (and
+		// the next one adopts it); in a pod it dies with the mounter's container,
+		// which this plays by killing both. The mount then answers ENOTCONN (the
+		// node plugin reports it INACCESSIBLE), the keeper has nothing of it, and
+		// the next mount request replaces it.
+		e.startMounter()
+		target := filepath.Join(e.dir, "mnt", "s3fs")
+		if err := os.MkdirAll(target, 0o750); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e.startMounter()
-	if _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("after a new mounter started: %v, want ENOTCONN still (nothing to recover)", err)
-	}
-	if err := e.client.Mount(ctx, req); err != nil {
-		t.Fatalf("a new mount over the dead one: %v", err)
-	}
-	if _, err := os.Stat(target); err != nil {
-		t.Errorf("after the new mount: %v", err)
-	}
-	if err := e.client.Unmount(ctx, target); err != nil {
-		t.Error(err)
-	}
-	e.stopMounter()
-	testutil.CheckClean(t, e.dir)
+		req := &mounter.Request{Target: target, Kind: mounter.S3FS, FS: bucketfs.Config{
+			Endpoint: e.s3.Endpoint, AccessKey: e.s3.AccessKey, SecretKey: e.s3.SecretKey,
+			Bucket: bucket, Prefix: "s3fs", CapacityBytes: 1 << 30,
+		}}
+		if err := e.client.Mount(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		progs := pidsMentioning(t, target)
+		e.kill()
+		for _, pid := range progs {
+			n, _ := strconv.Atoi(pid)
+			_ = syscall.Kill(n, syscall.SIGKILL)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN); _, err = os.Stat(target) {
+			if time.Now().After(deadline) {
+				t.Fatalf("an s3fs mount after its mounter's container died: %v, want ENOTCONN", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.startMounter()
+		if _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("after a new mounter started: %v, want ENOTCONN still (nothing to recover)", err)
+		}
+		if err := e.client.Mount(ctx, req); err != nil {
+			t.Fatalf("a new mount over the dead one: %v", err)
+		}
+		if _, err := os.Stat(target); err != nil {
+			t.Errorf("after the new mount: %v", err)
+		}
+		if err := e.client.Unmount(ctx, target); err != nil {
+			t.Error(err)
+		}
+		e.stopMounter()
+		testutil.CheckClean(t, e.dir)
+	})
+	t.Run("abandoned", func(t *testing.T) {
+		// When no mounter comes back within the keeper's grace period, the
+		// keeper aborts the mount: a process waiting on it gets ENOTCONN instead
+		// of hanging, and the mount is a dead one that unmounts as any other.
+		e.startMounter()
+		target := e.mount("abandoned")
+		if err := os.WriteFile(filepath.Join(target, "f"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.kill()
+		start := time.Now()
+		// Waits in the kernel's queue, and fails when the keeper aborts.
+		_, err := os.Stat(filepath.Join(target, "not-cached"))
+		if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("stat waiting at the end of the grace period: %v, want ECONNABORTED", err)
+		}
+		if took := time.Since(start); took < 500*time.Millisecond {
+			t.Errorf("the mount died at once (%v): the keeper did not hold it", took)
+		}
+		if _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("stat after the grace period: %v, want ENOTCONN (a dead mount)", err)
+		}
+		// The node plugin unstages through a mounter, which takes the dead
+		// mount down.
+		e.startMounter()
+		if err := e.client.Unmount(ctx, target); err != nil {
+			t.Errorf("unmount of the dead mount: %v", err)
+		}
+		e.stopMounter()
+		testutil.CheckClean(t, e.dir)
+	})
 }

@@ -2,12 +2,10 @@ package mounter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -22,11 +20,16 @@ import (
 // mounter hands each new fd over (SCM_RIGHTS, fdconn.go) and says when a
 // mount goes. Each mounter keeps one connection open for its life: while
 // none is open and the keeper holds fds, a grace period runs; when it
-// ends with no mounter back, the keeper aborts those connections
-// (/sys/fs/fuse/connections/N/abort, where fusectl is mounted, and closing
-// its fd, the last one, which aborts too), so that processes waiting on
-// them fail (ENOTCONN) instead of hanging, and the node plugin finds dead
-// mounts it knows how to clean up.
+// ends with no mounter back, the keeper aborts those connections by
+// closing its fds: with the mounter gone they are the last ones, and the
+// kernel aborts a connection when its last fd closes. Processes waiting on
+// them fail (ECONNABORTED, then ENOTCONN) instead of hanging, and the node
+// plugin finds dead mounts it knows how to clean up. Not through
+// /sys/fs/fuse/connections/N/abort: N is the number of the mount's device,
+// which the kernel gives to the next mount once this one is gone, and an
+// fd the keeper holds may be of a connection that is gone already (a
+// mounter killed between an unmount and telling the keeper): writing to N
+// could abort someone else's mount, closing the fd cannot.
 
 // DefaultKeeperGrace is how long a keeper waits for a mounter to come
 // back before it aborts the mounts it holds.
@@ -34,10 +37,10 @@ const DefaultKeeperGrace = 2 * time.Minute
 
 // keeperMsg is one message between a mounter and its keeper.
 type keeperMsg struct {
-	Op     string `json:"op"` // take, hold, drop; answers: ok, fd, end, error
+	Op     string `json:"op"` // take, hold, drop, ping; answers: ok, fd, end, error
 	Target string `json:"target,omitempty"`
-	Conn   uint64 `json:"conn,omitempty"`  // FUSE connection number
-	Abort  bool   `json:"abort,omitempty"` // drop: abort the connection too
+	Conn   uint64 `json:"conn,omitempty"`  // FUSE connection number, for the logs
+	Abort  bool   `json:"abort,omitempty"` // drop: the mount could not be recovered (logged)
 	Error  string `json:"error,omitempty"`
 }
 
@@ -150,12 +153,12 @@ func (k *Keeper) do(fc fdConn, m *keeperMsg, f *os.File) error {
 		delete(k.held, m.Target)
 		k.mu.Unlock()
 		if ok {
-			if m.Abort {
-				abortConn(h.conn)
-			}
-			h.f.Close()
+			h.f.Close() // the last fd, unless a mounter serves it: aborted
 			klog.InfoS("keeper: dropped", "target", m.Target, "abort", m.Abort)
 		}
+		return fc.send(keeperMsg{Op: "ok"}, nil)
+	case "ping":
+		closeFile(f)
 		return fc.send(keeperMsg{Op: "ok"}, nil)
 	case "take":
 		closeFile(f)
@@ -185,8 +188,7 @@ func (k *Keeper) expire() {
 		return
 	}
 	for t, h := range k.held {
-		abortConn(h.conn)
-		h.f.Close()
+		h.f.Close() // the last fd: the kernel aborts the connection
 		delete(k.held, t)
 		klog.InfoS("keeper: no mounter came back; the mount is aborted", "target", t, "conn", h.conn)
 	}
@@ -201,19 +203,6 @@ func (k *Keeper) Held() []string {
 		out = append(out, t)
 	}
 	return out
-}
-
-// abortConn aborts a FUSE connection through fusectl, where it is
-// mounted. Closing the last fd aborts it too; this also ends a connection
-// some other process still holds an fd of (a hung predecessor).
-func abortConn(conn uint64) {
-	if conn == 0 {
-		return
-	}
-	p := filepath.Join("/sys/fs/fuse/connections", strconv.FormatUint(conn, 10), "abort")
-	if err := os.WriteFile(p, []byte("1"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-		klog.ErrorS(err, "keeper: abort", "conn", conn)
-	}
 }
 
 // ListenKeeper makes the keeper's unix socket at path (0600).
@@ -231,6 +220,7 @@ type keeperClient struct {
 	socket string
 	mu     sync.Mutex
 	fc     *fdConn
+	dials  int // connections made: more than one, and a keeper restarted may hold nothing
 }
 
 func dialKeeper(socket string) (*keeperClient, error) {
@@ -247,7 +237,17 @@ func (k *keeperClient) dial() error {
 		return fmt.Errorf("keeper at %s: %w", k.socket, err)
 	}
 	k.fc = &fdConn{c}
+	k.dials++
 	return nil
+}
+
+// ping checks the keeper answers (dialing again if it was restarted) and
+// returns how many connections were made so far.
+func (k *keeperClient) ping() (int, error) {
+	err := k.call(keeperMsg{Op: "ping"}, nil)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.dials, err
 }
 
 // call sends m (with f) and reads the answer, dialing again once if the

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -187,6 +188,59 @@ func (s *Server) recoverOne(ctx context.Context, target string, f *os.File) erro
 	s.mu.Unlock()
 	klog.InfoS("recovered a mount after a crash of its mounter", "target", target)
 	return nil
+}
+
+// keeperCheck is how often a mounter checks its keeper is there.
+const keeperCheck = 2 * time.Second
+
+// watchKeeper checks the keeper every keeperCheck until ctx ends; a keeper
+// restarted (its container alone, say) holds nothing, so every built-in
+// mount is handed to it again.
+func (s *Server) watchKeeper(ctx context.Context) {
+	if s.keeper == nil {
+		return
+	}
+	dials, _ := s.keeper.ping()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(keeperCheck):
+		}
+		n, err := s.keeper.ping()
+		if err != nil {
+			klog.ErrorS(err, "the keeper does not answer: a crash of the mounter would end its built-in mounts")
+			continue
+		}
+		if n == dials {
+			continue
+		}
+		dials = n
+		s.mu.Lock()
+		kept := map[string]*bucketfs.Server{}
+		for t, e := range s.mounts {
+			if e.fs != nil {
+				kept[t] = e.fs
+			}
+		}
+		s.mu.Unlock()
+		klog.InfoS("a new keeper: handing it every built-in mount", "mounts", len(kept))
+		for t, fs := range kept {
+			// Not while a call is on it (an unmount telling the
+			// keeper to let go must not be undone here).
+			done, err := s.claim(t)
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			still := s.mounts[t] != nil && s.mounts[t].fs == fs
+			s.mu.Unlock()
+			if still {
+				s.keep(fs, t)
+			}
+			done()
+		}
+	}
 }
 
 // dropKept tells the keeper to let go of every mount this process still

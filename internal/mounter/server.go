@@ -133,6 +133,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		return s.List(), nil
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	watch, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.watchKeeper(watch)
 	go func() {
 		select {
 		case <-ctx.Done():
