@@ -53,7 +53,7 @@ same flags serves the mounts on, and pods see a pause, not an error.`,
 				return err
 			}
 			if keeperSocket != "" {
-				if err := s.UseKeeper(keeperSocket); err != nil {
+				if err := s.UseKeeper(cmd.Context(), keeperSocket); err != nil {
 					return err
 				}
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -160,15 +161,18 @@ func Resume(ctx context.Context, fd int, cfg Config, st *State) (*Server, error)
 func resume(ctx context.Context, fd int, cfg Config, st *State, crashed bool) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	b, err := newBFS(cfg)
 	if err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	b.used, b.capacity = st.Used, st.Capacity
 	b.lastIno.Store(max(st.LastIno, 1)) // 1 is the root, given out or not
 	if err := b.makeStagingDir(); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	s := &Server{fsys: b, root: &dirNode{fsys: b}, mountpoint: st.Mountpoint, done: make(chan struct{}), resend: crashed}
@@ -176,6 +180,7 @@ func resume(ctx context.Context, fd int, cfg Config, st *State, crashed bool) (*
 	raw := fs.NewNodeFS(s.root, opts)
 	c, err := newConn(fd, fuse.NewProtocolServer(raw, &opts.MountOptions), newKernelTable())
 	if err != nil {
+		unix.Close(fd)
 		os.RemoveAll(b.stagingDir)
 		return nil, err
 	}

@@ -31,14 +31,28 @@ const (
 
 // UseKeeper connects to the keeper at socket: from here on, built-in
 // mounts are handed to it and survive a crash of this process.
-func (s *Server) UseKeeper(socket string) error {
-	k, err := dialKeeper(socket)
-	if err != nil {
-		return err
+// It waits up to keeperWait for one to answer (the keeper container of a
+// pod may start after the mounter's).
+func (s *Server) UseKeeper(ctx context.Context, socket string) error {
+	deadline := time.Now().Add(keeperWait)
+	for {
+		k, err := dialKeeper(socket)
+		if err == nil {
+			s.keeper = k
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	s.keeper = k
-	return nil
 }
+
+const keeperWait = 30 * time.Second
 
 // keep writes the request next to the mount's private files (before the
 // mount exists: a crash right after finds it).
@@ -119,6 +133,7 @@ func (s *Server) unkeep(target string, abort bool) {
 // aborted: it answers ENOTCONN, as without a keeper.
 func (s *Server) RecoverKept(ctx context.Context) error {
 	if s.keeper == nil {
+		s.removeStale()
 		return nil
 	}
 	kept, err := s.keeper.take()
@@ -139,13 +154,50 @@ func (s *Server) RecoverKept(ctx context.Context) error {
 			h.f.Close()
 			continue
 		}
-		if err := s.recoverOne(ctx, t, h.f); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, recoverTimeout)
+		err := s.recoverOne(rctx, t, h.f)
+		cancel()
+		if err != nil {
 			klog.ErrorS(err, "a mount the keeper held cannot be recovered: aborted", "target", t)
 			s.unkeep(t, true)
 			continue
 		}
 	}
+	s.removeStale()
 	return nil
+}
+
+// recoverTimeout bounds the recovery of one mount (mostly a listing of its
+// prefix); past it, the mount is aborted.
+const recoverTimeout = time.Minute
+
+// removeStale removes the saved requests (they hold keys) and journals of
+// mounts this process does not serve: unmounted while no mounter ran,
+// aborted, or left by a mounter that ended without a successor.
+func (s *Server) removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(s.stateDir, Builtin, "*", requestFile))
+	for _, p := range dirs {
+		dir := filepath.Dir(p)
+		req, err := loadRequest(dir)
+		if err == nil {
+			s.mu.Lock()
+			_, ours := s.mounts[req.Target]
+			s.mu.Unlock()
+			if ours {
+				continue
+			}
+		}
+		forgetSaved(dir)
+	}
+}
+
+// forgetSaved removes what a mount left for a successor.
+func forgetSaved(dir string) {
+	for _, f := range []string{requestFile, journalFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			klog.ErrorS(err, "remove a crashed mount's state", "dir", dir)
+		}
+	}
 }
 
 // recoverOne serves the mount at target from the fd f (closed here).
@@ -260,6 +312,9 @@ func (s *Server) dropKept() {
 	s.mu.Unlock()
 	for _, t := range targets {
 		s.unkeep(t, false)
+		if dir, err := s.privateDir(Builtin, t); err == nil {
+			forgetSaved(dir) // it ends with this process: nothing to recover
+		}
 	}
 	s.keeper.close()
 }
