@@ -125,3 +125,17 @@ func BenchmarkJournalLookup(b *testing.B) {
 		})
 	}
 }
+
+// A journal is this package's own file (0600), but a successor must not
+// crash on a damaged one: ReadJournal fails or returns a table.
+func FuzzReadJournal(f *testing.F) {
+	f.Add([]byte(journalMagic + "I\x04initL\x05F\x01\x01a\x02\x00H\x07\x02\x01\x00\x01"))
+	f.Add([]byte(journalMagic + "N\x02\x01\x01d\x01\x03R\x01\x01d\x01\x01e"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "journal")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = ReadJournal(path)
+	})
+}
