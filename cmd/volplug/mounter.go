@@ -91,8 +91,9 @@ same flags serves the mounts on, and pods see a pause, not an error.`,
 }
 
 func newKeeperCommand() *cobra.Command {
-	var socket string
+	var socket, logFile string
 	var grace time.Duration
+	var detached bool
 	cmd := &cobra.Command{
 		Use:   "keeper",
 		Short: "Hold the mounter's FUSE fds, so its built-in mounts survive a crash of the mounter",
@@ -105,6 +106,9 @@ plugin cleans up) rather than leave processes waiting forever. Run it beside
 the mounter: a second container of the mounter's pod, or detached on a host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if detached {
+				return detach(logFile, "keeper", "--socket", socket, "--grace", grace.String())
+			}
 			l, err := mounter.ListenKeeper(socket)
 			if err != nil {
 				return err
@@ -119,6 +123,8 @@ the mounter: a second container of the mounter's pod, or detached on a host.`,
 	}
 	cmd.Flags().StringVar(&socket, "socket", defaultKeeperSocket, "unix socket to serve")
 	cmd.Flags().DurationVar(&grace, "grace", mounter.DefaultKeeperGrace, "how long mounts wait for a mounter to come back before they are aborted")
+	cmd.Flags().BoolVar(&detached, "detach", false, "start a keeper in a session of its own, not a child of this process, and return")
+	cmd.Flags().StringVar(&logFile, "log-file", "", "with --detach: where the detached keeper logs")
 	addKlogFlags(cmd)
 	return cmd
 }
@@ -130,6 +136,18 @@ the mounter: a second container of the mounter's pod, or detached on a host.`,
 // cgroup v2 root is writable (a host, not a container) it also leaves the
 // caller's cgroup, so stopping the caller's service does not stop it.
 func startDetached(socket, stateDir, logFile, keeperSocket string, takeover bool) error {
+	args := []string{"mounter", "--socket", socket, "--state-dir", stateDir}
+	if takeover {
+		args = append(args, "--takeover")
+	}
+	if keeperSocket != "" {
+		args = append(args, "--keeper-socket", keeperSocket)
+	}
+	return detach(logFile, args...)
+}
+
+// detach starts `volplug args...` detached (see startDetached).
+func detach(logFile string, args ...string) error {
 	if logFile == "" {
 		return fmt.Errorf("--detach needs --log-file")
 	}
@@ -142,18 +160,12 @@ func startDetached(socket, stateDir, logFile, keeperSocket string, takeover bool
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(exe, "mounter", "--socket", socket, "--state-dir", stateDir)
-	if takeover {
-		cmd.Args = append(cmd.Args, "--takeover")
-	}
-	if keeperSocket != "" {
-		cmd.Args = append(cmd.Args, "--keeper-socket", keeperSocket)
-	}
+	cmd := exec.Command(exe, args...)
 	cmd.Args[0] = "volplug" // not a FlexVolume driver's name (see mounter.Client.EnsureRunning)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start mounter: %w", err)
+		return fmt.Errorf("start %s: %w", args[0], err)
 	}
 	if f, err := os.OpenFile("/sys/fs/cgroup/cgroup.procs", os.O_WRONLY, 0); err == nil {
 		_, _ = fmt.Fprintf(f, "%d\n", cmd.Process.Pid)
