@@ -12,6 +12,7 @@ declare -A need=(
   [mount]=mount
   [s3fs]=s3fs [rclone]=rclone
   [fio]=fio [chattr]=e2fsprogs
+  [jq]=jq # bash flex drivers under `volplug adapt`, and `volplug demo adapt`
 )
 
 missing=()

@@ -8,14 +8,17 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"golang.org/x/sync/errgroup"
 )
 
 // Client is the row of the S3 client itself: the same four jobs done with
 // minio-go straight against the server, no FUSE and no mounter. It is the
 // ceiling of any mounter on this server and machine: a mounter adds the
 // kernel round trips and its own copies on top of exactly these requests.
-// Writes stream 8 MiB parts, 4 at a time, unsigned, as bucketfs does; "ls -l"
-// is one listing (it carries size and time, so no per-object request).
+// It does what bucketfs does with the same settings: writes stream 8 MiB
+// parts, 4 at a time, unsigned; reads are ranged GETs of 8 MiB, 4 at a
+// time; small files go up 32 at a time; "ls -l" is one listing (it carries
+// size and time, so no per-object request).
 const Client = "s3 client"
 
 func measureClient(ctx context.Context, cfg S3Config, cl *minio.Client, bucket string) (S3Row, error) {
@@ -31,27 +34,16 @@ func measureClient(ctx context.Context, cfg S3Config, cl *minio.Client, bucket s
 		}
 		writes = append(writes, float64(size)/1e6/time.Since(start).Seconds())
 
-		data := make([]byte, 4096)
 		start = time.Now()
-		for i := 0; i < cfg.Files; i++ {
-			key := fmt.Sprintf("small-%d/f%05d", run, i)
-			if _, err := cl.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)),
-				minio.PutObjectOptions{DisableContentSha256: true}); err != nil {
-				return S3Row{}, fmt.Errorf("put %s: %w", key, err)
-			}
+		if err := putSmall(ctx, cl, bucket, fmt.Sprintf("small-%d/", run), cfg.Files); err != nil {
+			return S3Row{}, err
 		}
 		creates = append(creates, float64(cfg.Files)/time.Since(start).Seconds())
 
 		dropCaches()
 		start = time.Now()
-		obj, err := cl.GetObject(ctx, bucket, big, minio.GetObjectOptions{})
-		if err != nil {
-			return S3Row{}, fmt.Errorf("get %s: %w", big, err)
-		}
-		_, err = io.CopyBuffer(io.Discard, obj, make([]byte, 1<<20))
-		obj.Close()
-		if err != nil {
-			return S3Row{}, fmt.Errorf("read %s: %w", big, err)
+		if err := getParallel(ctx, cl, bucket, big, size); err != nil {
+			return S3Row{}, err
 		}
 		reads = append(reads, float64(size)/1e6/time.Since(start).Seconds())
 
@@ -66,22 +58,85 @@ func measureClient(ctx context.Context, cfg S3Config, cl *minio.Client, bucket s
 	return S3Row{Kind: Client, WriteMBs: median(writes), ReadMBs: median(reads), CreatesPerS: median(creates), ListMs: median(lists)}, nil
 }
 
+const (
+	clientPart     = 8 << 20
+	clientParallel = 4  // bucketfs's ReadParallel and upload concurrency
+	clientPuts     = 32 // bucketfs's background PUTs
+)
+
+// putSmall stores n objects of 4 KiB under prefix, clientPuts at a time.
+func putSmall(ctx context.Context, cl *minio.Client, bucket, prefix string, n int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(clientPuts)
+	data := make([]byte, 4096)
+	for i := range n {
+		g.Go(func() error {
+			key := fmt.Sprintf("%sf%05d", prefix, i)
+			_, err := cl.PutObject(ctx, bucket, key, bytes.NewReader(data), int64(len(data)),
+				minio.PutObjectOptions{DisableContentSha256: true})
+			if err != nil {
+				return fmt.Errorf("put %s: %w", key, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// getParallel reads an object of size bytes with ranged GETs of
+// clientPart bytes, clientParallel at a time.
+func getParallel(ctx context.Context, cl *minio.Client, bucket, key string, size int64) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(clientParallel)
+	bufs := make(chan []byte, clientParallel)
+	for range clientParallel {
+		bufs <- make([]byte, clientPart)
+	}
+	for off := int64(0); off < size; off += clientPart {
+		g.Go(func() error {
+			buf := <-bufs
+			defer func() { bufs <- buf }()
+			n := min(clientPart, size-off)
+			opts := minio.GetObjectOptions{}
+			if err := opts.SetRange(off, off+n-1); err != nil {
+				return err
+			}
+			obj, err := cl.GetObject(ctx, bucket, key, opts)
+			if err != nil {
+				return fmt.Errorf("get %s: %w", key, err)
+			}
+			defer obj.Close()
+			if _, err := io.ReadFull(obj, buf[:n]); err != nil {
+				return fmt.Errorf("read %s at %d: %w", key, off, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
 // patternReader yields size bytes of the same pattern writeFile writes,
-// without holding them in memory.
+// without holding them in memory: one MiB of it, copied over and over, so
+// making the data costs the client next to nothing.
 type patternReader struct {
 	left int64
 	off  int64
 }
 
+var pattern = func() []byte {
+	p := make([]byte, 1<<20)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	return p
+}()
+
 func (r *patternReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
 		return 0, io.EOF
 	}
-	n := min(int64(len(p)), r.left)
-	for i := range n {
-		p[i] = byte((r.off + i) % (1 << 20) * 7)
-	}
-	r.off += n
-	r.left -= n
-	return int(n), nil
+	n := copy(p[:min(int64(len(p)), r.left)], pattern[r.off%int64(len(pattern)):])
+	r.off += int64(n)
+	r.left -= int64(n)
+	return n, nil
 }

@@ -1,6 +1,7 @@
 package bucketfs
 
 import (
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -25,21 +26,45 @@ func newListCache(ttl time.Duration) *listCache {
 	return &listCache{ttl: ttl, dirs: map[string]*listing{}}
 }
 
-// get returns the fresh listing of the directory with key prefix dir.
+// lookup answers for one name from the fresh listing of the directory
+// with key prefix dir; fresh is false when there is none.
+func (c *listCache) lookup(dir, name string) (e entry, found, fresh bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.fresh(dir)
+	if l == nil {
+		return entry{}, false, false
+	}
+	e, found = l.entries[name]
+	return e, found, true
+}
+
+// get returns a copy of the fresh listing of the directory with key prefix
+// dir, for the caller to keep.
 func (c *listCache) get(dir string) (map[string]entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l, ok := c.dirs[dir]
-	if !ok || time.Since(l.at) >= c.ttl {
+	l := c.fresh(dir)
+	if l == nil {
 		return nil, false
 	}
-	return l.entries, true
+	return maps.Clone(l.entries), true
 }
 
+func (c *listCache) fresh(dir string) *listing {
+	l, ok := c.dirs[dir]
+	if !ok || time.Since(l.at) >= c.ttl {
+		return nil
+	}
+	return l
+}
+
+// put caches a listing, a copy of entries (the caller keeps its map).
 func (c *listCache) put(dir string, entries map[string]entry) {
 	if c.ttl == 0 {
 		return
 	}
+	entries = maps.Clone(entries)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.dirs) >= maxDirs {
@@ -49,7 +74,9 @@ func (c *listCache) put(dir string, entries map[string]entry) {
 }
 
 // set records a change this mount made, in a cached listing if any: a
-// fresh listing stays right, so lookups need not ask the store.
+// fresh listing stays right, so lookups need not ask the store. The
+// listing's map is changed in place (no one outside holds it), so N
+// creates in one directory cost N, not N squared.
 func (c *listCache) set(dir, name string, e *entry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -57,16 +84,11 @@ func (c *listCache) set(dir, name string, e *entry) {
 	if !ok {
 		return
 	}
-	m := make(map[string]entry, len(l.entries)+1) // readers may hold the old map
-	for k, v := range l.entries {
-		m[k] = v
-	}
 	if e == nil {
-		delete(m, name)
+		delete(l.entries, name)
 	} else {
-		m[name] = *e
+		l.entries[name] = *e
 	}
-	l.entries = m
 }
 
 // drop forgets every listing under prefix (a renamed or removed tree).

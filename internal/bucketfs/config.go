@@ -63,6 +63,10 @@ type Config struct {
 	// ReadAheadMax is the largest read-ahead window of one open file; an
 	// open file holds at most two windows. Zero: 8 MiB.
 	ReadAheadMax int64
+	// ReadParallel is how many ReadAheadMax parts a sustained sequential
+	// reader of one file has fetched at once (getstream.go); the parts
+	// beyond its first come from a budget of 128 MiB per mount. Zero: 4.
+	ReadParallel int
 
 	// Hidden is a name at the top of the mount that the filesystem does
 	// not show, count or let anyone create: the backend's own records
@@ -158,6 +162,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReadAheadMax < 128<<10 {
 		c.ReadAheadMax = 128 << 10
+	}
+	if c.ReadParallel <= 0 {
+		c.ReadParallel = 4
 	}
 	if c.FsName == "" {
 		c.FsName = c.Bucket + "/" + strings.TrimSuffix(c.Prefix, "/")

@@ -71,8 +71,7 @@ func (d *dirNode) find(ctx context.Context, name string) (entry, syscall.Errno) 
 	if d.hides(name) {
 		return entry{}, syscall.ENOENT
 	}
-	if entries, ok := d.fsys.cache.get(d.key()); ok {
-		e, found := entries[name]
+	if e, found, fresh := d.fsys.cache.lookup(d.key(), name); fresh {
 		if !found {
 			return entry{}, syscall.ENOENT
 		}

@@ -2,59 +2,61 @@ package bucketfs
 
 import (
 	"context"
-	"io"
-
-	"github.com/minio/minio-go/v7"
 )
 
-// getStream is one GET from an offset to the end of an object, read into
-// chunks by a goroutine while the reader consumes them. A sustained
-// sequential reader gets it: one request and one TCP stream for the rest
-// of the file, as a plain S3 client reads, instead of a request per
-// read-ahead window, each starting cold. Memory is bounded: chunks come
-// from a free list of streamChunks buffers.
+// getStream reads the rest of an object for a sustained sequential reader:
+// parts of ReadAheadMax bytes, each a ranged GET, several in flight at
+// once and handed to the reader in order. One GET stream is bound by one
+// connection's pace (the server reads, copies and sends on one goroutine);
+// measured on a loopback versitygw, four 8 MiB parts in flight read a
+// cold file 1.5-2x faster than one GET, as a plain client reading with
+// ranged GETs in parallel does.
+//
+// Memory is bounded twice: a stream has its own two buffers (one the
+// reader holds, one being fetched), and borrows up to ReadParallel-1 more
+// from a budget of the whole mount (readSlots), so many files read at once
+// share it instead of each holding ReadParallel parts.
 type getStream struct {
-	next   int64 // the offset of the next chunk the reader will take
-	chunks chan chunk
-	free   chan []byte
-	cancel context.CancelFunc
+	next     int64         // the offset of the next part the reader will take
+	parts    chan *fetch   // fetches in file order, started or done
+	free     chan []byte   // buffers for the next fetches
+	borrowed int           // slots of the mount's budget this stream holds
+	slots    chan struct{} // the mount's budget, to give borrowed back
+	cancel   context.CancelFunc
 }
 
-type chunk struct {
-	off  int64
-	data []byte
-	err  error // set on the last chunk sent when the GET failed
-}
-
-const (
-	streamChunk  = 1 << 20
-	streamChunks = 8 // with ReadAheadMax 8 MiB: the same memory as windows
-)
-
-func startGetStream(s *store, key string, off, size int64, chunks int) *getStream {
-	ctx, cancel := context.WithCancel(context.Background())
-	st := &getStream{next: off, chunks: make(chan chunk, chunks), free: make(chan []byte, chunks+1), cancel: cancel}
-	for range chunks + 1 {
-		st.free <- make([]byte, streamChunk)
+func startGetStream(b *bfs, key string, off, size int64) *getStream {
+	partSize := b.cfg.ReadAheadMax
+	borrowed := 0
+	for borrowed < b.cfg.ReadParallel-1 {
+		select {
+		case b.readSlots <- struct{}{}:
+			borrowed++
+			continue
+		default:
+		}
+		break
 	}
-	go st.fill(ctx, s, key, off, size)
+	// inFlight parts may be fetched while the reader holds one more.
+	inFlight := 1 + borrowed
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &getStream{
+		next: off, parts: make(chan *fetch, inFlight), free: make(chan []byte, inFlight+1),
+		borrowed: borrowed, slots: b.readSlots, cancel: cancel,
+	}
+	for range inFlight + 1 {
+		st.free <- make([]byte, partSize)
+	}
+	go st.fill(ctx, b.st, key, off, size, partSize)
 	return st
 }
 
-func (st *getStream) fill(ctx context.Context, s *store, key string, off, size int64) {
-	defer close(st.chunks)
-	opts := minio.GetObjectOptions{}
-	if err := opts.SetRange(off, size-1); err != nil {
-		st.chunks <- chunk{off: off, err: err}
-		return
-	}
-	s.gets.Add(1)
-	rc, _, _, err := s.core.GetObject(ctx, s.bucket, key, opts)
-	if err != nil {
-		st.chunks <- chunk{off: off, err: err}
-		return
-	}
-	defer rc.Close()
+// fill starts a fetch per part as soon as a buffer is free, and queues it
+// for the reader in order. Parts are cut where the object ended when the
+// stream began; a part that comes back short means the object shrank, and
+// the stream ends after it.
+func (st *getStream) fill(ctx context.Context, s *store, key string, off, size, partSize int64) {
+	defer close(st.parts)
 	for off < size {
 		var buf []byte
 		select {
@@ -62,47 +64,67 @@ func (st *getStream) fill(ctx context.Context, s *store, key string, off, size i
 		case <-ctx.Done():
 			return
 		}
-		n, err := io.ReadFull(rc, buf[:min(int64(len(buf)), size-off)])
-		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			err = nil // the object shrank: what came is the end
-			size = off + int64(n)
-		}
+		f := &fetch{off: off, length: min(partSize, size-off), done: make(chan struct{})}
+		go func() {
+			defer close(f.done)
+			f.data, f.err = s.get(ctx, key, f.off, f.length, buf)
+		}()
 		select {
-		case st.chunks <- chunk{off: off, data: buf[:n], err: err}:
+		case st.parts <- f:
 		case <-ctx.Done():
 			return
 		}
-		if err != nil || n == 0 {
-			return
-		}
-		off += int64(n)
+		off += f.length
 	}
 }
 
-// take waits for the chunk at st.next. ok is false when the stream has
-// ended or failed: the caller falls back to ranged GETs.
+// take waits for the part at st.next. ok is false when the stream has
+// ended, failed or met a short part: the caller falls back to ranged GETs
+// (a short part's data is still handed over first).
 func (st *getStream) take(ctx context.Context) (c chunk, ok bool, interrupted bool) {
+	var f *fetch
 	select {
-	case c, ok = <-st.chunks:
+	case f, ok = <-st.parts:
 	case <-ctx.Done():
 		return chunk{}, false, true
 	}
-	if !ok || c.err != nil || len(c.data) == 0 {
+	if !ok {
 		return chunk{}, false, false
 	}
-	st.next = c.off + int64(len(c.data))
-	return c, true, false
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return chunk{}, false, true
+	}
+	if f.err != nil || len(f.data) == 0 {
+		return chunk{}, false, false
+	}
+	st.next = f.off + int64(len(f.data))
+	if int64(len(f.data)) < f.length {
+		st.next = -1 // shrank: nothing after this part comes from the stream
+	}
+	return chunk{off: f.off, data: f.data}, true, false
 }
 
-// recycle hands a chunk's buffer back for the next chunk.
+type chunk struct {
+	off  int64
+	data []byte
+}
+
+// recycle hands a part's buffer back for the next fetch.
 func (st *getStream) recycle(buf []byte) {
-	if cap(buf) != streamChunk {
-		return
-	}
 	select {
 	case st.free <- buf[:cap(buf)]:
 	default:
 	}
 }
 
-func (st *getStream) stop() { st.cancel() }
+// stop cancels the fetches in flight and gives the borrowed budget back.
+// Buffers still being written by a cancelled GET are left to the GC.
+func (st *getStream) stop() {
+	st.cancel()
+	for range st.borrowed {
+		<-st.slots
+	}
+	st.borrowed = 0
+}

@@ -391,10 +391,16 @@ func TestSequentialReadStreams(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("sequential read: %v (%d bytes)", err, len(got))
 	}
-	// Windows of 1, 2, 4 and 8 MiB, then one GET for the other 49 MiB;
-	// a GET per window would be 10.
-	if n := s.DataGets(); n > 6 {
+	// Windows of 1, 2, 4 and 8 MiB, then the other 49 MiB in parts of
+	// 8 MiB, four at a time: 4 + 7 GETs. At once: four parts, a fifth
+	// while the reader still holds a window's buffer rather than a part's,
+	// and that window's successor if still in flight. One GET stream
+	// would never have more than 2 at once.
+	if n := s.DataGets(); n > 12 {
 		t.Fatalf("a 64 MiB sequential read took %d GETs", n)
+	}
+	if n := s.PeakGets(); n < 3 || n > 6 {
+		t.Fatalf("a 64 MiB sequential read had up to %d GETs in flight, want 3 to 6", n)
 	}
 
 	// Sequential, a jump back, sequential again, a jump ahead, and a

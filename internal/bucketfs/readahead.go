@@ -117,7 +117,7 @@ func (r *readAhead) read(ctx context.Context, key string, size int64, dest []byt
 			end = f.off + f.length
 		}
 		if end < size {
-			r.stream = startGetStream(r.fsys.st, key, end, size, max(1, int(r.fsys.cfg.ReadAheadMax/streamChunk)))
+			r.stream = startGetStream(r.fsys, key, end, size)
 		}
 	case r.next == nil:
 		r.prefetch(key, end, min(r.window, size-end))

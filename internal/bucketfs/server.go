@@ -43,6 +43,7 @@ type bfs struct {
 
 	stagingDir  string
 	uploadSlots chan struct{} // one per part being uploaded
+	readSlots   chan struct{} // one per read-ahead part beyond a stream's own (getstream.go)
 
 	putSlots chan struct{}          // one per background PUT (asyncput.go)
 	putsWG   sync.WaitGroup         // the background PUTs' goroutines
@@ -63,6 +64,9 @@ func (b *bfs) stable(mode uint32) fs.StableAttr {
 const (
 	fsType   = "bucketfs" // the mount shows as fuse.bucketfs
 	maxWrite = 1 << 20    // the largest read or write request from the kernel
+	// readBudget bounds the read-ahead parts sequential readers borrow,
+	// over the whole mount (getstream.go).
+	readBudget = 128 << 20
 )
 
 // fdMountpoint is go-fuse's magic mountpoint: serve an already mounted
@@ -186,6 +190,7 @@ func newBFS(cfg Config) (*bfs, error) {
 		cache:       newListCache(cfg.CacheTTL),
 		capacity:    cfg.CapacityBytes,
 		uploadSlots: make(chan struct{}, cfg.UploadConcurrency),
+		readSlots:   make(chan struct{}, max(1, readBudget/cfg.ReadAheadMax)),
 		putSlots:    make(chan struct{}, asyncPuts),
 		pending:     map[*asyncPut]struct{}{},
 	}

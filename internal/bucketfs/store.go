@@ -25,6 +25,9 @@ type store struct {
 	cfg    *Config
 	keys   *keyring
 	gets   atomic.Int64 // GET requests for file data, for tests and metrics
+	// getsNow and getsPeak count ranged GETs in flight, and the most at
+	// once, for tests of read-ahead's parallelism.
+	getsNow, getsPeak atomic.Int64
 }
 
 // keyring hands minio-go the current keys, and new ones after SetKeys.
@@ -223,6 +226,10 @@ func (s *store) get(ctx context.Context, key string, off, length int64, buf []by
 		return nil, err
 	}
 	s.gets.Add(1)
+	now := s.getsNow.Add(1)
+	defer s.getsNow.Add(-1)
+	for peak := s.getsPeak.Load(); now > peak && !s.getsPeak.CompareAndSwap(peak, now); peak = s.getsPeak.Load() {
+	}
 	rc, _, _, err := s.core.GetObject(ctx, s.bucket, key, opts)
 	if err != nil {
 		return nil, err
