@@ -73,6 +73,23 @@ const (
 // /dev/fuse fd instead of mounting.
 var fdMountpoint = regexp.MustCompile(`^/dev/fd/[0-9]+$`)
 
+// Check makes sure the bucket exists and cfg's keys open it, within
+// ConnectTimeout, without mounting anything. The mounter asks it before it
+// starts s3fs or rclone: their own checks come after mount(2), in FUSE's
+// INIT, and under load a first stat can be answered before s3fs gives up,
+// so a wrong key looked mounted.
+func Check(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	st, err := newStore(&cfg, 1)
+	if err != nil {
+		return err
+	}
+	return st.check(ctx)
+}
+
 // Mount checks the bucket, counts the usage under the prefix and mounts at
 // mountpoint, which is a directory, or /dev/fd/N: an open /dev/fuse whose
 // mount(2) another process did (so a long-lived process can hold the mount

@@ -160,6 +160,10 @@ func perm(m, def os.FileMode) os.FileMode {
 // appears at the target, and returns the entry that stops it. Its output
 // goes to a log in the mount's private directory, quoted in errors.
 func (s *Server) runFUSE(ctx context.Context, req *Request, dir, prog string, args, env []string) (*entry, error) {
+	if err := bucketfs.Check(ctx, req.FS); err != nil {
+		os.RemoveAll(dir)
+		return nil, mountFailed(err)
+	}
 	logPath := filepath.Join(dir, prog+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
