@@ -273,7 +273,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	failpoint.Hit("local.create.image-made")
-	if err := writeVolume(tmp, v); err != nil {
+	if err := writeNewVolume(tmp, v); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	failpoint.Hit("local.create.meta-written")
