@@ -292,7 +292,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	failpoint.Hit("local.create.renamed")
 	if lock != nil {
-		b.startFormat(v, lock)
+		b.startFormat(v, lock, true)
 	}
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
