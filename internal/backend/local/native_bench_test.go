@@ -22,12 +22,14 @@ func benchRig(b *testing.B) (*rig, func()) {
 	dir := b.TempDir()
 	b.Cleanup(func() { testutil.Cleanup(dir) })
 	pool, down := testutil.BtrfsPool(b, dir, "btrfs-pool", 8*GiB)
-	be, err := New(pool, "node-a")
+	// As `volplug csi` runs it by default.
+	be, err := New(pool, "node-a", FormatOnCreate(true), DeleteInBackground(true))
 	if err != nil {
 		b.Fatal(err)
 	}
 	r := &rig{t: b, dir: dir, b: be}
 	return r, func() {
+		_ = be.Close() // background formats and removals end first
 		if err := down(); err != nil {
 			b.Error(err)
 		}
