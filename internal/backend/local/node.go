@@ -60,9 +60,13 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 	var dev string
 	if handed != "" {
 		// By identity, as always: the image is the one the format had.
+		// If that cannot be told, the device is left alone (it is not
+		// detached, it may not be ours), and the attach below finds it by
+		// the image if it is.
 		if ok, herr := loop.Holds(handed, image); herr == nil && ok {
-			dev, handed = handed, ""
+			dev = handed
 		}
+		handed = ""
 	}
 	if dev == "" {
 		if dev, err = loop.Attach(image, loop.Options{DirectIO: directIO(v)}); err != nil {
