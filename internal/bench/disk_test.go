@@ -48,6 +48,29 @@ func TestFioRowsMediansAndRatios(t *testing.T) {
 	}
 }
 
+// The spread is each round's ratio against the baseline's same round.
+func TestFioRowsSpread(t *testing.T) {
+	rows := []*FioRow{
+		{Pool: "btrfs", Target: "pool filesystem", Baseline: true, Samples: [][]float64{{100, 200, 400}, {1}, {1}, {1}}},
+		{Pool: "btrfs", Target: "native", Samples: [][]float64{{90, 100, 400}, {1}, {1}, {1}}},
+	}
+	finishFioRows(rows)
+	if r := rows[1]; r.Ratios[0] != 0.5 || r.RatioMin[0] != 0.5 || r.RatioMax[0] != 1 {
+		t.Errorf("ratio %v, spread %v-%v; want 0.5 (median over median), 0.5-1 (per round)", r.Ratios[0], r.RatioMin[0], r.RatioMax[0])
+	}
+	if rows[0].RatioMin != nil {
+		t.Error("the baseline got a spread")
+	}
+	rep := &DiskReport{Fio: rows, FioRuntime: JSONSeconds(time.Second), FioFileBytes: 64 << 20}
+	var out bytes.Buffer
+	if err := rep.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "| btrfs | native | 100 MiB/s (0.50x, 0.50x-1.00x) | 1 MiB/s (1.00x) |") {
+		t.Errorf("table:\n%s", out.String())
+	}
+}
+
 // A cycle's time is the sum of its steps, so a stage delay is not in it;
 // with a delay, speed compares p50s.
 func TestLifeRowLeavesTheDelayOut(t *testing.T) {

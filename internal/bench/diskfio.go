@@ -49,7 +49,12 @@ type FioRow struct {
 	Values   []float64   `json:"values"`             // per fioJobs, medians over rounds
 	Ratios   []float64   `json:"ratios"`             // against the baseline of the same pool
 	Samples  [][]float64 `json:"samples"`            // per job, every round
-	Skipped  string      `json:"skipped,omitempty"`
+	// The spread: per job, the lowest and highest ratio of one round
+	// against the baseline's same round (rows alternate, so each round's
+	// pair ran side by side).
+	RatioMin []float64 `json:"ratio_min,omitempty"`
+	RatioMax []float64 `json:"ratio_max,omitempty"`
+	Skipped  string    `json:"skipped,omitempty"`
 }
 
 // fioTarget is where a row's jobs run, and how it is taken down.
@@ -88,8 +93,8 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		first, _, _ := strings.Cut(why.Error(), "\n")
 		rows = append(rows, &FioRow{Pool: pool, Target: name, Skipped: first})
 	}
-	volume := func(p *diskPool, name, label string, params map[string]string, fsType string) *volume {
-		spec := VolumeSpec{SizeBytes: volSize, Parameters: params, Capability: mountCap(fsType)}
+	volumeSized := func(p *diskPool, name, label string, params map[string]string, fsType string, size int64) *volume {
+		spec := VolumeSpec{SizeBytes: size, Parameters: params, Capability: mountCap(fsType)}
 		v, err := p.drv.up(ctx, "fio-"+name, spec)
 		if err != nil {
 			skip(p.Name, label, err)
@@ -97,6 +102,9 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		}
 		add(p.Name, label, false, filepath.Join(v.target, "fio.dat"), func() error { return p.drv.down(v) })
 		return v
+	}
+	volume := func(p *diskPool, name, label string, params map[string]string, fsType string) *volume {
+		return volumeSized(p, name, label, params, fsType, volSize)
 	}
 
 	// The machine's filesystem: itself, a loop device on an image in it
@@ -127,6 +135,12 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 		// the pool is measured as native volumes find it.
 		volume(btrfs, "native", "native volume", map[string]string{"layout": "native"}, "")
 		add(btrfs.Name, "pool filesystem (quotas on)", true, filepath.Join(btrfs.Dir, "fio.dat"), nil)
+		// The same with room: a copy-on-write overwrite references its
+		// new blocks before the old ones are freed at the next commit,
+		// so a volume whose limit is twice its file reaches the limit
+		// while rewriting it, and btrfs commits to make room (see the
+		// README). Eight times the file keeps clear of it.
+		volumeSized(btrfs, "native-roomy", "native volume, limit 8x the file", map[string]string{"layout": "native"}, "", 8*cfg.FioFileBytes)
 		if v := volume(btrfs, "native-nocow", "native volume, nodatacow", map[string]string{"layout": "native", "nodatacow": "true"}, ""); v != nil {
 			// The same volume again, with a snapshot of the laid-out file
 			// taken right before the random writes.
@@ -180,6 +194,21 @@ func finishFioRows(rows []*FioRow) {
 			r.Ratios = make([]float64, len(fioJobs))
 			for j := range fioJobs {
 				r.Ratios[j] = Ratio(r.Values[j], b.Values[j])
+			}
+			if r.Baseline {
+				continue
+			}
+			r.RatioMin, r.RatioMax = make([]float64, len(fioJobs)), make([]float64, len(fioJobs))
+			for j := range fioJobs {
+				for k := range min(len(r.Samples[j]), len(b.Samples[j])) {
+					q := Ratio(r.Samples[j][k], b.Samples[j][k])
+					if k == 0 || q < r.RatioMin[j] {
+						r.RatioMin[j] = q
+					}
+					if k == 0 || q > r.RatioMax[j] {
+						r.RatioMax[j] = q
+					}
+				}
 			}
 		}
 	}

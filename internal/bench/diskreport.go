@@ -46,7 +46,7 @@ func (r *DiskReport) WriteText(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(ew, format, a...) }
 	p("volplug bench disk: %d CPUs, kernel %s, machine filesystem %s, %s\n\n", r.CPUs, r.Kernel, r.MachineFS, time.Duration(r.Duration).Round(time.Second))
 	if len(r.Fio) > 0 {
-		p("fio (libaio, direct, %s per job, a %s file; medians; ratio against the same pool's filesystem, same run)\n\n",
+		p("fio (libaio, direct, %s per job, a %s file; medians; ratio against the same pool's filesystem, same run, and its spread over rounds)\n\n",
 			time.Duration(r.FioRuntime), sizeString(r.FioFileBytes))
 		p("| pool | target |")
 		for _, j := range fioJobs {
@@ -62,7 +62,11 @@ func (r *DiskReport) WriteText(w io.Writer) error {
 			for j, job := range fioJobs {
 				v := fmt.Sprintf("%.0f %s", row.Values[j], job.Unit)
 				if row.Ratios != nil && !row.Baseline {
-					v += " (" + fmtRatio(row.Ratios[j]) + ")"
+					v += " (" + fmtRatio(row.Ratios[j])
+					if len(row.Samples[j]) > 1 && row.RatioMin != nil {
+						v += ", " + fmtRatio(row.RatioMin[j]) + "-" + fmtRatio(row.RatioMax[j])
+					}
+					v += ")"
 				}
 				p(" %s |", v)
 			}

@@ -26,7 +26,7 @@ var cases = []crashCase{
 	{"local.create.image-made", "image", false},
 	{"local.create.meta-written", "image", false},
 	{"local.create.renamed", "image", false},
-	{"local.meta.tmp-written:2", "image", true}, // the formatting mark, in the volume's own directory
+	{"local.meta.tmp-written", "image", true}, // the formatting mark, in the volume's own directory (a create writes its first metadata without a temp file)
 	{"local.bgformat.attached", "image", false},
 	{"local.format.marked", "image", false},
 	{"local.format.formatted", "image", false},

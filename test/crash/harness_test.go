@@ -150,15 +150,17 @@ func (h *harness) agree(leaving string) {
 	}
 	entries, _ := os.ReadDir(filepath.Join(h.pool, "volumes"))
 	for _, e := range entries {
+		// A background format (requeued at the restart) holds the
+		// volume's directory lock and its loop device until it ends,
+		// and writes the volume's metadata (through a temp file) while
+		// it runs.
+		waitBackground(h.t, filepath.Join(h.pool, "volumes", e.Name()))
 		files, _ := os.ReadDir(filepath.Join(h.pool, "volumes", e.Name()))
 		for _, f := range files {
 			if n := f.Name(); n != "volume.json" && n != "disk.img" && n != "data" {
 				h.t.Errorf("volume %s holds %s: a temp file left over", e.Name(), n)
 			}
 		}
-		// A background format (requeued at the restart) holds the
-		// volume's directory lock and its loop device until it ends.
-		waitBackground(h.t, filepath.Join(h.pool, "volumes", e.Name()))
 		image := filepath.Join(h.pool, "volumes", e.Name(), "disk.img")
 		if dev, err := loop.Find(image); err == nil && dev != "" {
 			if users, err := mount.UsersOf(dev); err == nil && len(users) == 0 {

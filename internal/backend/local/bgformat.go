@@ -41,6 +41,16 @@ func FormatOnCreate(on bool) Option { return func(b *Backend) { b.formatOnCreate
 type formatJob struct {
 	done   chan struct{} // closed once the lock is released
 	cancel context.CancelFunc
+	// fresh: the image was made by this CreateVolume, so no loop device
+	// can hold it and the attach need not look for one.
+	fresh bool
+	// stages counts the stages of this process waiting for the job; when
+	// one is waiting at the end, the job leaves its device attached and
+	// hands it over in dev rather than detaching what the stage would
+	// attach again at once. Both under bgMu; whoever takes dev from the
+	// job owns the device.
+	stages int
+	dev    string
 }
 
 // lockDir opens dir and takes an exclusive flock on it, at once or not at
@@ -59,7 +69,7 @@ func lockDir(dir string) (*os.File, error) {
 
 // startFormat formats v in the background; lock is the exclusive flock on
 // its directory, which the job releases (by closing it) when done.
-func (b *Backend) startFormat(created *backend.Volume, lock *os.File) {
+func (b *Backend) startFormat(created *backend.Volume, lock *os.File, fresh bool) {
 	v := *created // the caller returns created; the format marks its own copy
 	b.bgMu.Lock()
 	defer b.bgMu.Unlock()
@@ -68,12 +78,12 @@ func (b *Backend) startFormat(created *backend.Volume, lock *os.File) {
 		return
 	}
 	ctx, cancel := context.WithCancel(b.bgCtx)
-	j := &formatJob{done: make(chan struct{}), cancel: cancel}
+	j := &formatJob{done: make(chan struct{}), cancel: cancel, fresh: fresh}
 	b.bgJobs[v.ID] = j
 	b.bgWG.Add(1)
 	go func() {
 		defer b.bgWG.Done()
-		err := b.formatInBackground(ctx, &v)
+		err := b.formatInBackground(ctx, j, &v)
 		if err != nil && ctx.Err() == nil {
 			// Not fatal: the stage formats (or wipes and redoes) as it
 			// always has.
@@ -89,8 +99,9 @@ func (b *Backend) startFormat(created *backend.Volume, lock *os.File) {
 }
 
 // formatInBackground attaches the image, formats it if blank (with the
-// same rules and the same semaphore as a stage), and detaches it.
-func (b *Backend) formatInBackground(ctx context.Context, v *backend.Volume) (err error) {
+// same rules and the same semaphore as a stage), and detaches it, or hands
+// the device to a stage waiting for it.
+func (b *Backend) formatInBackground(ctx context.Context, j *formatJob, v *backend.Volume) (err error) {
 	select {
 	case b.formatSem <- struct{}{}:
 		defer func() { <-b.formatSem }()
@@ -98,12 +109,29 @@ func (b *Backend) formatInBackground(ctx context.Context, v *backend.Volume) (er
 		return ctx.Err()
 	}
 	image := b.pool.image(v.ID)
-	dev, err := loop.Attach(image, loop.Options{DirectIO: directIO(v)})
+	attach := loop.Attach
+	if j.fresh {
+		attach = loop.AttachNew
+	}
+	dev, err := attach(image, loop.Options{DirectIO: directIO(v)})
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
 	failpoint.Hit("local.bgformat.attached")
 	defer func() {
+		if err == nil {
+			b.bgMu.Lock()
+			if j.stages > 0 {
+				// A crash from here on leaves what a stage cut short
+				// after its attach leaves: a formatted image on an
+				// unmounted device, which the next start detaches.
+				j.dev, dev = dev, ""
+			}
+			b.bgMu.Unlock()
+			if dev == "" {
+				return
+			}
+		}
 		// A detach that fails leaves an orphan the next start releases;
 		// nothing here mounts the device, so nothing should hold it.
 		if derr := loop.Detach(dev); derr != nil && err == nil {
@@ -111,6 +139,42 @@ func (b *Backend) formatInBackground(ctx context.Context, v *backend.Volume) (er
 		}
 	}()
 	return b.formatIfBlank(ctx, v, dev, v.FsType, false, true)
+}
+
+// waitFormatStage is waitFormat for a stage: it returns the device a
+// background format of this process handed over when it ended while the
+// stage waited (attached, formatted, mounted nowhere), or "".
+func (b *Backend) waitFormatStage(ctx context.Context, id string) (string, error) {
+	if err := checkID(id); err != nil {
+		return "", err
+	}
+	b.bgMu.Lock()
+	j := b.bgJobs[id]
+	if j != nil {
+		j.stages++
+	}
+	b.bgMu.Unlock()
+	if j == nil {
+		return "", b.waitFormat(ctx, id)
+	}
+	var err error
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		err = fmt.Errorf("volume %s: waiting for its background format: %w", id, ctx.Err())
+	}
+	b.bgMu.Lock()
+	j.stages--
+	dev := j.dev
+	j.dev = ""
+	b.bgMu.Unlock()
+	if err != nil && dev != "" {
+		// Handed over as this stage gave up: the device is ours to
+		// detach, and nothing has mounted it.
+		_ = loop.Detach(dev)
+		dev = ""
+	}
+	return dev, err
 }
 
 // waitFormat waits until no background format holds the volume, in this

@@ -43,7 +43,7 @@ func (b *Backend) requeueFormats(vols []*backend.Volume, devs []loop.Device) {
 			continue // another process works on it
 		}
 		klog.InfoS("formatting in the background at start-up", "volume", v.ID, "interrupted", v.Formatting)
-		b.startFormat(v, lock)
+		b.startFormat(v, lock, false)
 	}
 }
 

@@ -273,7 +273,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	failpoint.Hit("local.create.image-made")
-	if err := writeVolume(tmp, v); err != nil {
+	if err := writeNewVolume(tmp, v); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
 	}
 	failpoint.Hit("local.create.meta-written")
@@ -292,7 +292,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req *backend.CreateRequest) 
 	}
 	failpoint.Hit("local.create.renamed")
 	if lock != nil {
-		b.startFormat(v, lock)
+		b.startFormat(v, lock, true)
 	}
 	if err := syncDir(filepath.Join(b.pool.dir, volumesDir)); err != nil {
 		return nil, fmt.Errorf("create volume %s: %w", id, err)
@@ -395,25 +395,16 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 		return err
 	}
 	if isNative(v) {
+		// No image, so no loop device can hold it: listing the node's
+		// loop devices (a read per device in sysfs, a thousand on a
+		// busy node) would be most of the delete.
 		if users, err := b.nativeUsers(id); err != nil {
 			return err
 		} else if len(users) > 0 {
 			return fmt.Errorf("volume %s is staged or published at %v: %w", id, keys(users), backend.ErrInUse)
 		}
-	}
-	devs, err := loop.Ending("/" + id + "/" + imageFile)
-	if err != nil {
+	} else if err := b.imageInUse(v); err != nil {
 		return err
-	}
-	if err := b.releaseOrphan(v, devs); err != nil {
-		return err
-	}
-	// By identity: whatever path the kernel shows for a device attached in
-	// another mount namespace, an image it still holds is in use.
-	if dev, err := loop.Find(b.pool.image(id)); err != nil {
-		return err
-	} else if dev != "" {
-		return fmt.Errorf("volume %s is staged on %s: %w", id, dev, backend.ErrInUse)
 	}
 	if len(v.AttachedTo) > 0 {
 		return fmt.Errorf("volume %s is attached to %v: %w", id, v.AttachedTo, backend.ErrInUse)
@@ -428,6 +419,26 @@ func (b *Backend) DeleteVolume(ctx context.Context, id string, _ backend.Secrets
 	}
 	if err := b.discard(trash); err != nil {
 		return fmt.Errorf("delete volume %s: %w", id, err)
+	}
+	return nil
+}
+
+// imageInUse detaches the loop device a cut-short stage left on the
+// volume's image, then fails with ErrInUse if a device still holds it.
+func (b *Backend) imageInUse(v *backend.Volume) error {
+	devs, err := loop.Ending("/" + v.ID + "/" + imageFile)
+	if err != nil {
+		return err
+	}
+	if err := b.releaseOrphan(v, devs); err != nil {
+		return err
+	}
+	// By identity: whatever path the kernel shows for a device attached in
+	// another mount namespace, an image it still holds is in use.
+	if dev, err := loop.Find(b.pool.image(v.ID)); err != nil {
+		return err
+	} else if dev != "" {
+		return fmt.Errorf("volume %s is staged on %s: %w", v.ID, dev, backend.ErrInUse)
 	}
 	return nil
 }

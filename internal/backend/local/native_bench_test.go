@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/volplug/volplug/internal/backend"
 	"github.com/volplug/volplug/internal/testutil"
 )
@@ -20,12 +22,14 @@ func benchRig(b *testing.B) (*rig, func()) {
 	dir := b.TempDir()
 	b.Cleanup(func() { testutil.Cleanup(dir) })
 	pool, down := testutil.BtrfsPool(b, dir, "btrfs-pool", 8*GiB)
-	be, err := New(pool, "node-a")
+	// As `volplug csi` runs it by default.
+	be, err := New(pool, "node-a", FormatOnCreate(true), DeleteInBackground(true))
 	if err != nil {
 		b.Fatal(err)
 	}
 	r := &rig{t: b, dir: dir, b: be}
 	return r, func() {
+		_ = be.Close() // background formats and removals end first
 		if err := down(); err != nil {
 			b.Error(err)
 		}
@@ -34,33 +38,56 @@ func benchRig(b *testing.B) (*rig, func()) {
 }
 
 // BenchmarkLifecycle runs a 1 GiB volume's whole life (create, stage,
-// publish, unpublish, unstage, delete) on a btrfs pool, native and image.
+// publish, unpublish, unstage, delete) on a btrfs pool, native and image,
+// and, as "floor", what a driver handing out bare directories does in the
+// same pool (mkdir, bind mount, unmount, rmdir, as system calls). Each
+// step's median is reported (ms), so a profile needs no other tool.
 func BenchmarkLifecycle(b *testing.B) {
-	for _, layout := range []string{layoutNative, layoutImage} {
+	for _, layout := range []string{"floor", layoutNative, layoutImage} {
 		b.Run(layout, func(b *testing.B) {
 			r, clean := benchRig(b)
 			ctx := context.Background()
 			params := map[string]string{paramLayout: layout}
-			for i := 0; b.Loop(); i++ {
-				v, err := r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "cycle", MinSize: GiB, Parameters: params})
-				if err == nil {
-					err = r.stage(v, false)
-				}
-				if err == nil {
-					err = r.publish(v, false, false)
-				}
-				if err == nil {
-					err = r.b.Unpublish(ctx, v.ID, r.target(v.ID))
-				}
-				if err == nil {
-					err = r.b.Unstage(ctx, v.ID, r.staging(v.ID))
-				}
-				if err == nil {
-					err = r.b.DeleteVolume(ctx, v.ID, nil)
-				}
-				if err != nil {
+			names := []string{"create", "stage", "publish", "unpublish", "unstage", "delete"}
+			var v *backend.Volume
+			steps := []func() error{
+				func() (err error) {
+					v, err = r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "cycle", MinSize: GiB, Parameters: params})
+					return err
+				},
+				func() error { return r.stage(v, false) },
+				func() error { return r.publish(v, false, false) },
+				func() error { return r.b.Unpublish(ctx, v.ID, r.target(v.ID)) },
+				func() error { return r.b.Unstage(ctx, v.ID, r.staging(v.ID)) },
+				func() error { return r.b.DeleteVolume(ctx, v.ID, nil) },
+			}
+			if layout == "floor" {
+				names = []string{"mkdir", "bind", "unmount", "rmdir"}
+				dir, target := filepath.Join(r.b.Dir(), "floor"), filepath.Join(r.dir, "floor-target")
+				if err := os.Mkdir(target, 0o700); err != nil {
 					b.Fatal(err)
 				}
+				steps = []func() error{
+					func() error { return os.Mkdir(dir, 0o700) },
+					func() error { return unix.Mount(dir, target, "", unix.MS_BIND, "") },
+					func() error { return unix.Unmount(target, 0) },
+					func() error { return os.Remove(dir) },
+				}
+				defer os.Remove(target)
+			}
+			durs := make([][]time.Duration, len(steps))
+			for b.Loop() {
+				for i, step := range steps {
+					t0 := time.Now()
+					if err := step(); err != nil {
+						b.Fatalf("%s: %v", names[i], err)
+					}
+					durs[i] = append(durs[i], time.Since(t0))
+				}
+			}
+			for i, d := range durs {
+				slices.Sort(d)
+				b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, names[i]+"-ms")
 			}
 			clean()
 		})

@@ -23,8 +23,18 @@ import (
 // crash or restart finds the work already done.
 func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err error) {
 	// Before reading the metadata: the format rewrites it.
-	if err := b.waitFormat(ctx, req.ID); err != nil {
+	handed, err := b.waitFormatStage(ctx, req.ID)
+	if err != nil {
 		return err
+	}
+	if handed != "" {
+		// Until it is used, the device handed over is this stage's to
+		// detach on every way out.
+		defer func() {
+			if handed != "" {
+				_ = loop.Detach(handed)
+			}
+		}()
 	}
 	v, err := b.pool.readVolume(req.ID)
 	if err != nil {
@@ -47,9 +57,21 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 			return b.resizeIfPending(v, staging)
 		}
 	}
-	dev, err := loop.Attach(image, loop.Options{DirectIO: directIO(v)})
-	if err != nil {
-		return fmt.Errorf("stage %s: %w", req.ID, err)
+	var dev string
+	if handed != "" {
+		// By identity, as always: the image is the one the format had.
+		// If that cannot be told, the device is left alone (it is not
+		// detached, it may not be ours), and the attach below finds it by
+		// the image if it is.
+		if ok, herr := loop.Holds(handed, image); herr == nil && ok {
+			dev = handed
+		}
+		handed = ""
+	}
+	if dev == "" {
+		if dev, err = loop.Attach(image, loop.Options{DirectIO: directIO(v)}); err != nil {
+			return fmt.Errorf("stage %s: %w", req.ID, err)
+		}
 	}
 	if req.Block {
 		return nil

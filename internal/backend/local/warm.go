@@ -259,7 +259,7 @@ func (b *Backend) makeWarm(ctx context.Context, s WarmSpec) error {
 	if err := makeImage(image, s.Size); err != nil {
 		return err
 	}
-	dev, err := loop.Attach(image, loop.Options{DirectIO: true})
+	dev, err := loop.AttachNew(image, loop.Options{DirectIO: true}) // made just now, in .tmp
 	if err != nil {
 		return err
 	}
