@@ -212,13 +212,14 @@ func (s *Server) Start() error {
 			return fmt.Errorf("recover %s: %w", s.mountpoint, err)
 		}
 	}
+	nodes := len(s.conn.table.nodes) // before the loop starts changing the table
 	if err := s.conn.start(s.init); err != nil {
 		s.Discard()
 		return fmt.Errorf("resume %s: %w", s.mountpoint, err)
 	}
 	go s.waitEnd()
 	klog.InfoS("bucketfs resumed", "bucket", s.fsys.cfg.Bucket, "prefix", s.fsys.cfg.Prefix,
-		"mountpoint", s.mountpoint, "nodes", len(s.conn.table.nodes))
+		"mountpoint", s.mountpoint, "nodes", nodes)
 	return nil
 }
 
