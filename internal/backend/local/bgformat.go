@@ -106,7 +106,7 @@ func (b *Backend) formatInBackground(ctx context.Context, v *backend.Volume) (er
 	defer func() {
 		// A detach that fails leaves an orphan the next start releases;
 		// nothing here mounts the device, so nothing should hold it.
-		if derr := loop.Detach(dev); derr != nil && err == nil {
+		if derr := loop.Detach(dev, image); derr != nil && err == nil {
 			err = fmt.Errorf("detach %s: %w", dev, derr)
 		}
 	}()

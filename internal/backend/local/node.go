@@ -59,7 +59,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		// uses it (a raw-block publish of the same volume).
 		if err != nil {
 			if users, uerr := mount.UsersOf(dev); uerr == nil && len(users) == 0 {
-				_ = loop.Detach(dev)
+				_ = loop.Detach(dev, image)
 			}
 		}
 	}()
