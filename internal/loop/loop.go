@@ -57,11 +57,38 @@ var attachMu sync.Mutex
 // the image is already attached, it returns that device instead, so Attach is
 // idempotent.
 func Attach(image string, opts Options) (string, error) {
-	attachMu.Lock()
-	defer attachMu.Unlock()
+	deadline := time.Now().Add(releaseWait)
+	for {
+		// Outside the lock: waiting out one image's release holds up no
+		// other image's attach.
+		if dev, err := awaitBinding(image, deadline); err != nil || dev != "" {
+			return dev, err
+		}
+		attachMu.Lock()
+		dev, err := attachLocked(image, opts)
+		attachMu.Unlock()
+		if !errors.Is(err, errReleasing) {
+			return dev, err
+		}
+	}
+}
 
-	if dev, err := awaitBinding(image); err != nil || dev != "" {
-		return dev, err
+// errReleasing: a device holding the image was marked for release after
+// awaitBinding looked.
+var errReleasing = errors.New("a device holding the image is being released")
+
+func attachLocked(image string, opts Options) (string, error) {
+	devs, err := findAll(image)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range devs {
+		if !d.Backing.Releasing {
+			return d.Path, nil
+		}
+	}
+	if len(devs) > 0 {
+		return "", errReleasing
 	}
 	flags := os.O_RDWR
 	if opts.ReadOnly {
@@ -110,8 +137,7 @@ const releaseWait = 10 * time.Second
 // come between this attach and the mount that would have kept it open: a
 // mount of an empty device ("can't read superblock"). So such a device is
 // never handed out; Attach waits until it is gone and binds a new one.
-func awaitBinding(image string) (string, error) {
-	deadline := time.Now().Add(releaseWait)
+func awaitBinding(image string, deadline time.Time) (string, error) {
 	for {
 		devs, err := findAll(image)
 		if err != nil {

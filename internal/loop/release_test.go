@@ -80,22 +80,7 @@ func TestAttachWaitsOutARelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prober, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Someone's detach (losetup -d, say) while the prober has it open:
-	// the kernel only marks it (were the detacher the only opener, the
-	// device would refuse new opens at once, and Find would not see it).
-	detacher, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = unix.IoctlSetInt(int(detacher.Fd()), unix.LOOP_CLR_FD, 0)
-	detacher.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	prober := markReleasing(t, dev)
 	closed := make(chan struct{})
 	go func() {
 		time.Sleep(300 * time.Millisecond)
@@ -114,6 +99,30 @@ func TestAttachWaitsOutARelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.CheckClean(t, dir)
+}
+
+// markReleasing opens dev, as a prober would, and detaches it from another
+// open (losetup -d, say): the kernel only marks it for release, at the
+// prober's close, which the caller does. (Were the detacher the only
+// opener, the device would refuse new opens at once, and Find would not
+// see it.)
+func markReleasing(t *testing.T, dev string) *os.File {
+	t.Helper()
+	prober, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prober.Close() })
+	detacher, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.IoctlSetInt(int(detacher.Fd()), unix.LOOP_CLR_FD, 0)
+	detacher.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prober
 }
 
 func makeImage(t *testing.T, dir, name string) string {
@@ -152,4 +161,46 @@ func bindAt(dev, image string) error {
 	}
 	defer ld.Close()
 	return unix.IoctlLoopConfigure(int(ld.Fd()), &unix.LoopConfig{Fd: uint32(f.Fd())})
+}
+
+// Waiting out one image's release holds up no other image's attach: the
+// wait is outside the lock that serialises claiming a free device.
+func TestAttachWaitsAlone(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { testutil.Cleanup(dir) })
+	a, b := makeImage(t, dir, "a.img"), makeImage(t, dir, "b.img")
+	dev, err := loop.Attach(a, loop.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prober := markReleasing(t, dev)
+	attachedA := make(chan error, 1)
+	go func() {
+		_, err := loop.Attach(a, loop.Options{})
+		attachedA <- err
+	}()
+	waitReleasing(t, dev)
+	time.Sleep(50 * time.Millisecond) // let the attach of a start waiting
+	if _, err := loop.Attach(b, loop.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-attachedA:
+		prober.Close()
+		_ = loop.DetachImage(a)
+		_ = loop.DetachImage(b)
+		t.Fatalf("the attach of a returned (%v) while its old device was still held: b's attach waited for it", err)
+	default:
+	}
+	prober.Close()
+	if err := <-attachedA; err != nil {
+		t.Fatal(err)
+	}
+	for _, image := range []string{a, b} {
+		if err := loop.DetachImage(image); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.CheckClean(t, dir)
 }
