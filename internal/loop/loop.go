@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,11 +57,38 @@ var attachMu sync.Mutex
 // the image is already attached, it returns that device instead, so Attach is
 // idempotent.
 func Attach(image string, opts Options) (string, error) {
-	attachMu.Lock()
-	defer attachMu.Unlock()
+	deadline := time.Now().Add(releaseWait)
+	for {
+		// Outside the lock: waiting out one image's release holds up no
+		// other image's attach.
+		if dev, err := awaitBinding(image, deadline); err != nil || dev != "" {
+			return dev, err
+		}
+		attachMu.Lock()
+		dev, err := attachLocked(image, opts)
+		attachMu.Unlock()
+		if !errors.Is(err, errReleasing) {
+			return dev, err
+		}
+	}
+}
 
-	if dev, err := Find(image); err != nil || dev != "" {
-		return dev, err
+// errReleasing: a device holding the image was marked for release after
+// awaitBinding looked.
+var errReleasing = errors.New("a device holding the image is being released")
+
+func attachLocked(image string, opts Options) (string, error) {
+	devs, err := findAll(image)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range devs {
+		if !d.Backing.Releasing {
+			return d.Path, nil
+		}
+	}
+	if len(devs) > 0 {
+		return "", errReleasing
 	}
 	return attach(image, opts)
 }
@@ -113,6 +141,40 @@ func attach(image string, opts Options) (string, error) {
 	return "", fmt.Errorf("attach %s: every free loop device was taken by others", image)
 }
 
+// releaseWait bounds how long Attach waits for a binding of its image that
+// is being released to go.
+const releaseWait = 10 * time.Second
+
+// awaitBinding returns the device that holds image for good, or "" once no
+// device holds it. A device marked for release (by a LOOP_CLR_FD while
+// something else had it open: volplug never sets autoclear itself) still
+// holds the image, but the kernel unbinds it at its last close, which may
+// come between this attach and the mount that would have kept it open: a
+// mount of an empty device ("can't read superblock"). So such a device is
+// never handed out; Attach waits until it is gone and binds a new one.
+func awaitBinding(image string, deadline time.Time) (string, error) {
+	for {
+		devs, err := findAll(image)
+		if err != nil {
+			return "", err
+		}
+		releasing := ""
+		for _, d := range devs {
+			if !d.Backing.Releasing {
+				return d.Path, nil
+			}
+			releasing = d.Path
+		}
+		if releasing == "" {
+			return "", nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("attach %s: %s still holds it, being released, after %v: %w", image, releasing, releaseWait, unix.EBUSY)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func configure(dev string, file *os.File, image string, opts Options) error {
 	// devtmpfs creates the node when LOOP_CTL_GET_FREE adds a device, but
 	// udev-less containers may show it a moment later.
@@ -150,32 +212,100 @@ func configure(dev string, file *os.File, image string, opts Options) error {
 	return nil
 }
 
-// Detach releases the loop device. A device that is still in use (mounted,
-// or open elsewhere) is released by the kernel when its last user goes away.
-// Detaching a device that is not bound is not an error.
-func Detach(dev string) error {
-	ld, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+// Detach releases dev if it still holds image (known by its identity, as
+// Find knows it). A device number is only a name for whatever the kernel
+// bound to it last: once the image's binding is gone, another volume's
+// attach may get the same number at once, and clearing it by number alone
+// would pull that volume's disk from under its mount. A device that holds
+// something else, or nothing, is left alone. A device still in use
+// (mounted, or open elsewhere) is released by the kernel at its last close;
+// Detach waits for that.
+func Detach(dev, image string) error {
+	id, err := IdentityOf(image)
 	if errors.Is(err, os.ErrNotExist) {
+		// Gone: a device can no longer be told to hold it. Those that do
+		// are found by "(deleted)" and released with Release.
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	return release(dev, id)
+}
+
+// Release detaches a device from a listing (Devices, Ending) if it still
+// holds the file it held when listed; see Detach.
+func Release(d Device) error { return release(d.Path, d.Backing.FileID) }
+
+// release clears dev's binding if it is still the binding of file id.
+func release(dev string, id FileID) error {
+	ld, err := os.OpenFile(dev, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if isFree(err) {
+		return nil // no such device, or being released already
+	}
+	if err != nil {
 		return fmt.Errorf("open %s: %w", dev, err)
+	}
+	// While ld is open the kernel cannot finish any release of the device
+	// (it clears a binding only at the last close), so the binding this
+	// status describes is the one LOOP_CLR_FD below marks for release,
+	// and diskseq, which the kernel bumps on every bind and unbind, names
+	// it.
+	info, err := unix.IoctlLoopGetStatus64(int(ld.Fd()))
+	if err != nil || (FileID{Dev: info.Device, Ino: info.Inode}) != id {
+		ld.Close()
+		if err == nil || isFree(err) {
+			return nil // holds another file now, or nothing
+		}
+		return fmt.Errorf("status of %s: %w", dev, err)
+	}
+	seq, err := diskSeq(dev)
+	if err != nil {
+		ld.Close()
+		return err
 	}
 	err = unix.IoctlSetInt(int(ld.Fd()), unix.LOOP_CLR_FD, 0)
 	ld.Close() // our own open would hold the device, too
 	if err != nil && !errors.Is(err, unix.ENXIO) {
 		return fmt.Errorf("detach %s: %w", dev, err)
 	}
-	// The kernel releases a device that is still open (by udev, blkid, or a
-	// lazily unmounted filesystem) only at its last close. Wait for that,
-	// so a caller told "detached" can delete the image at once.
+	// The kernel releases a device that is still open (by udev, blkid, a
+	// scan of the devices, or a lazily unmounted filesystem) only at its
+	// last close. Wait for that, so a caller told "detached" can delete
+	// the image at once: until the device is free or bound again (to
+	// anything: a new binding has a new diskseq).
 	for i := 0; i < 1000; i++ {
-		if backing, err := BackingFile(dev); err != nil || backing == "" {
+		if gone, err := unbound(dev, seq); err != nil || gone {
 			return err
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return fmt.Errorf("detach %s: still in use after 5s; the kernel frees it at its last close", dev)
+}
+
+// diskSeq reads the sequence number the kernel gives each binding of dev.
+func diskSeq(dev string) (uint64, error) {
+	data, err := os.ReadFile(filepath.Join(sysBlock, filepath.Base(dev), "diskseq"))
+	if err != nil {
+		return 0, fmt.Errorf("read diskseq of %s: %w", dev, err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("diskseq of %s: %w", dev, err)
+	}
+	return n, nil
+}
+
+// unbound reports whether the binding of dev that had diskseq seq is gone.
+func unbound(dev string, seq uint64) (bool, error) {
+	if backing, err := BackingFile(dev); err != nil || backing == "" {
+		return err == nil, err
+	}
+	now, err := diskSeq(dev)
+	if isFree(err) {
+		return true, nil
+	}
+	return now != seq, err
 }
 
 // DetachImage detaches every loop device backed by image.
@@ -184,8 +314,8 @@ func DetachImage(image string) error {
 	if err != nil {
 		return err
 	}
-	for _, dev := range devs {
-		if err := Detach(dev); err != nil {
+	for _, d := range devs {
+		if err := Release(d); err != nil {
 			return err
 		}
 	}
@@ -234,18 +364,25 @@ func DirectIO(dev string) (bool, error) {
 }
 
 // Find returns the loop device backed by image, or "" when there is none.
+// A device being released is returned only when no other holds the image:
+// until its last close it is still in use.
 func Find(image string) (string, error) {
 	devs, err := findAll(image)
 	if err != nil || len(devs) == 0 {
 		return "", err
 	}
-	return devs[0], nil
+	for _, d := range devs {
+		if !d.Backing.Releasing {
+			return d.Path, nil
+		}
+	}
+	return devs[0].Path, nil
 }
 
 // findAll lists the devices backed by image, by the image's identity (the
 // device and inode its stat gives), as losetup -j does. A missing image has
 // no devices: a device that still holds a deleted image holds another inode.
-func findAll(image string) ([]string, error) {
+func findAll(image string) ([]Device, error) {
 	id, err := IdentityOf(image)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -260,10 +397,10 @@ func findAll(image string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var devs []string
+	var devs []Device
 	for _, d := range all {
 		if d.Backing.FileID == id {
-			devs = append(devs, d.Path)
+			devs = append(devs, d)
 		}
 	}
 	return devs, nil
@@ -316,6 +453,9 @@ type Backing struct {
 	// A hint for people and for nominating a candidate, never proof.
 	// A deleted file ends in " (deleted)".
 	Path string
+	// Releasing is set when the device is marked to be unbound at its last
+	// close (LO_FLAGS_AUTOCLEAR: a detach came while it was open).
+	Releasing bool
 }
 
 // Deleted reports whether the backing file was unlinked while attached.
@@ -344,7 +484,11 @@ func BackingOf(dev string) (*Backing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status of /dev/%s: %w", name, err)
 	}
-	return &Backing{FileID: FileID{Dev: info.Device, Ino: info.Inode}, Path: path}, nil
+	return &Backing{
+		FileID:    FileID{Dev: info.Device, Ino: info.Inode},
+		Path:      path,
+		Releasing: info.Flags&unix.LO_FLAGS_AUTOCLEAR != 0,
+	}, nil
 }
 
 // isFree reports an error that means the device is unbound, or being

@@ -51,7 +51,7 @@ func TestFindByIdentity(t *testing.T) {
 	if got, err := loop.Find(filepath.Join(dir, "missing.img")); err != nil || got != "" {
 		t.Errorf("loop.Find(missing) = %q %v", got, err)
 	}
-	if err := loop.Detach(dev); err != nil {
+	if err := loop.Detach(dev, moved); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := loop.Find(moved); err != nil || got != "" {

@@ -88,7 +88,7 @@ func Cleanup(dir string) {
 		}
 		devs, _ := leftLoops(dir)
 		for _, d := range devs {
-			_ = loop.Detach(d.Path)
+			_ = loop.Release(d)
 		}
 	}
 	mounts, _ := mount.MountsUnder(dir)

@@ -81,6 +81,8 @@ func TestHostileInput(t *testing.T) {
 		w.listBuckets = d.name == "s3"
 		cases := slices.Concat(d.idCases(), d.pathCases(), d.flagCases(), d.sizeCases())
 		t.Run(d.name, func(t *testing.T) {
+			loops := w.checkAllLoops(t, nil)
+			defer func() { w.checkAllLoops(t, loops) }()
 			var snapTotal, callTotal time.Duration
 			defer func() { t.Logf("%d cases: calls %v, snapshots %v", len(cases), callTotal, snapTotal*2) }()
 			for _, c := range cases {
@@ -118,9 +120,17 @@ func TestHostileInput(t *testing.T) {
 	t.Run("flex", func(t *testing.T) {
 		w.listBuckets = false
 		f := flexDoorSetUp(t, bin, dir, outside)
-		for _, c := range f.cases() {
+		loops := w.checkAllLoops(t, nil)
+		var snapTotal, callTotal time.Duration
+		cases := f.cases()
+		defer func() { t.Logf("%d cases: calls %v, snapshots %v", len(cases), callTotal, snapTotal*2) }()
+		for _, c := range cases {
+			start := time.Now()
 			before := w.snapshot(t)
+			snapTime := time.Since(start)
 			res := f.run(t, c.args...)
+			callTotal += time.Since(start) - snapTime
+			snapTotal += snapTime
 			after := w.snapshot(t)
 			answer := string(res.Status)
 			if res.Code != "" {
@@ -136,6 +146,7 @@ func TestHostileInput(t *testing.T) {
 				t.Errorf("flex %s [%s] changed the host:\n%s", c.call, c.input, d)
 			}
 		}
+		w.checkAllLoops(t, loops)
 		f.teardown(t)
 	})
 	for _, d := range doors {

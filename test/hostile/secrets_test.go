@@ -43,9 +43,16 @@ func (s *secrets) with(keys map[string]string, where string) map[string]string {
 	return out
 }
 
+// reporter is the part of testing.T the checkers use, so a test can run
+// them against leaks planted on purpose and see what they report.
+type reporter interface {
+	Helper()
+	Errorf(format string, args ...any)
+}
+
 // scanProcs fails on any process whose argv or environment holds a
 // secret, except rclone's environment (its documented key channel).
-func (s *secrets) scanProcs(t *testing.T, when string) {
+func (s *secrets) scanProcs(t reporter, when string) {
 	t.Helper()
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -82,7 +89,7 @@ func short80(b []byte) string {
 // base64) and is a log, or that others could read: a mode beyond 0600, or
 // a directory on its path (below the root) open to others. newer limits
 // the shared directories (/tmp, /run) to what changed during the test.
-func (s *secrets) scanFiles(t *testing.T, when string, newer time.Time, roots ...string) {
+func (s *secrets) scanFiles(t reporter, when string, newer time.Time, roots ...string) {
 	t.Helper()
 	for _, root := range roots {
 		// Shared directories (/tmp, /run) hold other tests' trees: what

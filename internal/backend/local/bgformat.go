@@ -134,7 +134,7 @@ func (b *Backend) formatInBackground(ctx context.Context, j *formatJob, v *backe
 		}
 		// A detach that fails leaves an orphan the next start releases;
 		// nothing here mounts the device, so nothing should hold it.
-		if derr := loop.Detach(dev); derr != nil && err == nil {
+		if derr := loop.Detach(dev, image); derr != nil && err == nil {
 			err = fmt.Errorf("detach %s: %w", dev, derr)
 		}
 	}()
@@ -171,7 +171,7 @@ func (b *Backend) waitFormatStage(ctx context.Context, id string) (string, error
 	if err != nil && dev != "" {
 		// Handed over as this stage gave up: the device is ours to
 		// detach, and nothing has mounted it.
-		_ = loop.Detach(dev)
+		_ = loop.Detach(dev, b.pool.image(id))
 		dev = ""
 	}
 	return dev, err

@@ -495,7 +495,7 @@ func (b *Backend) releaseOrphan(v *backend.Volume, devs []loop.Device) error {
 		if err != nil || len(users) > 0 {
 			return err
 		}
-		if err := loop.Detach(d.Path); err != nil {
+		if err := loop.Release(d); err != nil {
 			return err
 		}
 	}

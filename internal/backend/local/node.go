@@ -32,7 +32,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		// detach on every way out.
 		defer func() {
 			if handed != "" {
-				_ = loop.Detach(handed)
+				_ = loop.Detach(handed, b.pool.image(req.ID))
 			}
 		}()
 	}
@@ -81,7 +81,7 @@ func (b *Backend) Stage(ctx context.Context, req *backend.StageRequest) (err err
 		// uses it (a raw-block publish of the same volume).
 		if err != nil {
 			if users, uerr := mount.UsersOf(dev); uerr == nil && len(users) == 0 {
-				_ = loop.Detach(dev)
+				_ = loop.Detach(dev, image)
 			}
 		}
 	}()

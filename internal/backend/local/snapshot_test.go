@@ -271,6 +271,6 @@ func TestReflinkPool(t *testing.T) {
 	r.down(v)
 	r.must(r.b.DeleteSnapshot(ctx, snap.ID))
 	r.must(unix.Unmount(poolDir, 0))
-	r.must(loop.Detach(dev))
+	r.must(loop.Detach(dev, xfsImg))
 	testutil.CheckClean(t, r.dir)
 }

@@ -264,7 +264,7 @@ func (b *Backend) makeWarm(ctx context.Context, s WarmSpec) error {
 		return err
 	}
 	ferr := b.mount.Format(ctx, dev, s.FsType)
-	if err := errors.Join(ferr, loop.Detach(dev)); err != nil {
+	if err := errors.Join(ferr, loop.Detach(dev, image)); err != nil {
 		return err
 	}
 	// mkfs's writes are on the image once the device is gone (direct
