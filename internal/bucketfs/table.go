@@ -393,6 +393,21 @@ func (t *kernelTable) journalTo(path string, lastIno uint64) error {
 	return nil
 }
 
+// cleanAll marks every handle fsync'd (and journals it): what was
+// written through them is in the store (Leave).
+func (t *kernelTable) cleanAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for fh, h := range t.handles {
+		if h.Dirty {
+			t.dirty(fh, false)
+		}
+	}
+	if t.j != nil {
+		t.j.flush(t)
+	}
+}
+
 // stopJournal ends the journal; remove drops the file too.
 func (t *kernelTable) stopJournal(remove bool) {
 	t.mu.Lock()

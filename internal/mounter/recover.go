@@ -103,18 +103,23 @@ func (s *Server) keep(srv *bucketfs.Server, target string) {
 	if s.keeper == nil {
 		return
 	}
-	f, err := srv.DupFUSE()
-	if err == nil {
-		var conn uint64
-		conn, err = bucketfs.ConnID(target)
-		if err == nil {
-			err = s.keeper.hold(target, conn, f)
-		}
-		f.Close()
-	}
-	if err != nil {
+	if err := s.hold(srv, target); err != nil {
 		klog.ErrorS(err, "the keeper does not hold this mount: a crash of the mounter will end it", "target", target)
 	}
+}
+
+// hold has the keeper hold (again: it replaces) a duplicate of the mount's fd.
+func (s *Server) hold(srv *bucketfs.Server, target string) error {
+	f, err := srv.DupFUSE()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	conn, err := bucketfs.ConnID(target)
+	if err != nil {
+		return err
+	}
+	return s.keeper.hold(target, conn, f)
 }
 
 // unkeep tells the keeper a mount is gone (abort: end it now).
@@ -293,28 +298,4 @@ func (s *Server) watchKeeper(ctx context.Context) {
 			done()
 		}
 	}
-}
-
-// dropKept tells the keeper to let go of every mount this process still
-// serves: it is exiting without a successor, and its mounts end with it,
-// as they would without a keeper.
-func (s *Server) dropKept() {
-	if s.keeper == nil {
-		return
-	}
-	s.mu.Lock()
-	var targets []string
-	for t, e := range s.mounts {
-		if e.fs != nil {
-			targets = append(targets, t)
-		}
-	}
-	s.mu.Unlock()
-	for _, t := range targets {
-		s.unkeep(t, false)
-		if dir, err := s.privateDir(Builtin, t); err == nil {
-			forgetSaved(dir) // it ends with this process: nothing to recover
-		}
-	}
-	s.keeper.close()
 }

@@ -146,10 +146,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		_ = srv.Shutdown(shutdown)
 	}()
 	err := srv.Serve(l)
-	// The process exits next, and built-in mounts with it: the files
-	// closed on them must reach the store first.
+	// The process exits next, and built-in mounts with it (unless
+	// left to the keeper): the files closed on them must reach the store
+	// first.
 	s.drain()
-	s.dropKept()
+	s.leaveKept()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
