@@ -346,31 +346,6 @@ func TestCrashFallbacks(t *testing.T) {
 		e.stopMounter()
 		testutil.CheckClean(t, e.dir)
 	})
-	t.Run("sigterm", func(t *testing.T) {
-		// A mounter stopped (SIGTERM) without a successor ends its
-		// built-in mounts, as without a keeper: the keeper lets go of
-		// them, and the requests saved for a successor (they hold the
-		// keys) go too.
-		e.startMounter()
-		target := e.mount("stopped")
-		e.stopMounter()
-		deadline := time.Now().Add(5 * time.Second) // past the kernel's attribute cache
-		for _, err := os.Stat(target); !errors.Is(err, syscall.ENOTCONN); _, err = os.Stat(target) {
-			if time.Now().After(deadline) {
-				t.Fatalf("after SIGTERM of the mounter: %v, want ENOTCONN", err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if left, _ := filepath.Glob(filepath.Join(e.state, mounter.Builtin, "*", "request.json")); len(left) != 0 {
-			t.Errorf("saved requests left: %v", left)
-		}
-		e.startMounter()
-		if err := e.client.Unmount(ctx, target); err != nil {
-			t.Errorf("unmount of the dead mount: %v", err)
-		}
-		e.stopMounter()
-		testutil.CheckClean(t, e.dir)
-	})
 	t.Run("abandoned", func(t *testing.T) {
 		// When no mounter comes back within the keeper's grace period, the
 		// keeper aborts the mount: a process waiting on it gets ENOTCONN instead
