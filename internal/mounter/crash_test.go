@@ -346,6 +346,33 @@ func TestCrashFallbacks(t *testing.T) {
 		e.stopMounter()
 		testutil.CheckClean(t, e.dir)
 	})
+	t.Run("sigterm-abandoned", func(t *testing.T) {
+		// A mounter stopped (SIGTERM) with no successor leaves its
+		// built-in mounts to the keeper (TestTerminateLeavesMountsToKeeper);
+		// when no mounter comes within the grace period, the keeper aborts
+		// them as after a crash, and the next mounter removes what was
+		// saved for a successor (the requests hold keys).
+		e.startMounter()
+		target := e.mount("stopped")
+		e.stopMounter()
+		start := time.Now()
+		_, err := os.Stat(filepath.Join(target, "not-cached"))
+		if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("stat waiting at the end of the grace period: %v, want ECONNABORTED", err)
+		}
+		if took := time.Since(start); took < 500*time.Millisecond {
+			t.Errorf("the mount died at once (%v): it was not left to the keeper", took)
+		}
+		e.startMounter()
+		if left, _ := filepath.Glob(filepath.Join(e.state, mounter.Builtin, "*", "request.json")); len(left) != 0 {
+			t.Errorf("saved requests left: %v", left)
+		}
+		if err := e.client.Unmount(ctx, target); err != nil {
+			t.Errorf("unmount of the dead mount: %v", err)
+		}
+		e.stopMounter()
+		testutil.CheckClean(t, e.dir)
+	})
 	t.Run("abandoned", func(t *testing.T) {
 		// When no mounter comes back within the keeper's grace period, the
 		// keeper aborts the mount: a process waiting on it gets ENOTCONN instead
