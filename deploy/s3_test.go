@@ -416,25 +416,55 @@ func checkS3MounterShared(t *testing.T, docs []doc, _ bool) {
 		}
 	}
 
-	// The keeper runs in the mounter's pod (a restart of the mounter
-	// container keeps it) and listens where the mounter looks for it.
+	// The keeper runs in a DaemonSet of its own (replacing the mounter's
+	// pod at an upgrade must leave it running: it holds the built-in
+	// mounts meanwhile), on the mounter's nodes, and listens where the
+	// mounter looks for it: a host file, which the node plugin does not see.
 	keeper := one(t, findVolplug(docs, "keeper", ""), "keeper (volplug keeper)")
-	if keeper.d.String() != mnt.d.String() {
-		t.Errorf("the keeper (%s) must be a container of the mounter's pod (%s)", keeper.d, mnt.d)
+	if keeper.d.kind() != "DaemonSet" {
+		t.Errorf("the keeper (%s) must be a DaemonSet", keeper.d.kind())
+	}
+	if keeper.d.String() == mnt.d.String() {
+		t.Errorf("the keeper is a container of the mounter's pod (%s): replacing that pod ends every built-in mount", mnt.d)
+	}
+	if containers := containers(keeper.spec); len(containers) != 1 {
+		t.Errorf("%s: %d containers, want the keeper alone", keeper.d, len(containers))
 	}
 	kSock := mustFlag(t, keeper, "socket")
 	mkSock := mustFlag(t, mnt, "keeper-socket")
 	if a, b := location(mnt.spec, mnt.c, mkSock), location(keeper.spec, keeper.c, kSock); !strings.HasPrefix(a, "host ") || a != b {
 		t.Errorf("the mounter's --keeper-socket=%s is at %q, the keeper's --socket=%s at %q: want the same host file", mkSock, a, kSock, b)
 	}
+	if a, b := location(node.spec, node.c, mkSock), location(mnt.spec, mnt.c, mkSock); a == b {
+		t.Errorf("%s: the node plugin sees the keeper's socket (%s): it is the mounter's alone", node.d, a)
+	}
 	if get(keeper.c, "resources", "requests") == nil || get(keeper.c, "resources", "limits") == nil {
 		t.Errorf("%s: container %s needs resource requests and limits", keeper.d, str(keeper.c, "name"))
 	}
-
-	// A rolling update of the mounter would end every FUSE mount of the
-	// node under running pods: it changes only when its pod is deleted.
-	if s := str(mnt.d.obj, "spec", "updateStrategy", "type"); s != "OnDelete" {
-		t.Errorf("%s: updateStrategy %q, want OnDelete", mnt.d, s)
+	if get(keeper.c, "securityContext", "privileged") == true {
+		t.Errorf("%s: the keeper needs no privilege (it receives fds, it opens nothing)", keeper.d)
+	}
+	// The keeper's end ends every built-in mount of its node: it changes
+	// only when its pod is deleted (after a drain). The mounter's pod
+	// may be replaced under running pods now (built-in mounts wait in the
+	// keeper): it rolls, one node at a time, and has the time to store
+	// what was written before it leaves them.
+	if s := str(keeper.d.obj, "spec", "updateStrategy", "type"); s != "OnDelete" {
+		t.Errorf("%s: updateStrategy %q, want OnDelete", keeper.d, s)
+	}
+	if s := str(mnt.d.obj, "spec", "updateStrategy", "type"); s != "RollingUpdate" {
+		t.Errorf("%s: updateStrategy %q, want RollingUpdate", mnt.d, s)
+	}
+	if v := get(mnt.d.obj, "spec", "updateStrategy", "rollingUpdate", "maxUnavailable"); v != 1 {
+		t.Errorf("%s: maxUnavailable %v, want 1", mnt.d, v)
+	}
+	if v, ok := get(mnt.spec, "terminationGracePeriodSeconds").(int); !ok || v < 60 {
+		t.Errorf("%s: terminationGracePeriodSeconds %v, want at least 60 (it stores what was written before leaving its mounts)", mnt.d, get(mnt.spec, "terminationGracePeriodSeconds"))
+	}
+	for _, k := range []string{"nodeSelector", "tolerations", "affinity"} {
+		if !reflect.DeepEqual(get(keeper.spec, k), get(mnt.spec, k)) {
+			t.Errorf("%s of the keeper (%v) and the mounter (%v) differ: both must run on the same nodes", k, get(keeper.spec, k), get(mnt.spec, k))
+		}
 	}
 	// A node plugin on a node without a mounter can mount nothing.
 	for _, k := range []string{"nodeSelector", "tolerations", "affinity"} {
@@ -679,6 +709,7 @@ func checkS3StorageClasses(t *testing.T, docs []doc, secretsMade bool) {
 var s3TemplateOf = map[string]string{
 	"30-controller.yaml": "s3-controller.yaml",
 	"40-node.yaml":       "s3-node.yaml",
+	"45-keeper.yaml":     "s3-keeper.yaml",
 	"50-mounter.yaml":    "s3-mounter.yaml",
 }
 
@@ -775,8 +806,10 @@ func TestS3ChartMatchesManifests(t *testing.T) {
 		}
 		return templatePlacement(string(b))
 	}
-	if a, b := placement("s3-node.yaml"), placement("s3-mounter.yaml"); !reflect.DeepEqual(a, b) || a["tolerations"] == "" {
-		t.Errorf("s3-node.yaml places its pods by %v, s3-mounter.yaml by %v: want the same, tolerations included", a, b)
+	for _, other := range []string{"s3-mounter.yaml", "s3-keeper.yaml"} {
+		if a, b := placement("s3-node.yaml"), placement(other); !reflect.DeepEqual(a, b) || a["tolerations"] == "" {
+			t.Errorf("s3-node.yaml places its pods by %v, %s by %v: want the same, tolerations included", a, other, b)
+		}
 	}
 
 	read := func(name string) string {
