@@ -32,7 +32,8 @@ func newMounterCommand() *cobra.Command {
 rclone) for the CSI node plugin and the FlexVolume driver, which ask for them
 over a unix socket. Run it as a DaemonSet of its own, or let ` + "`volplug csi`" + `
 start one detached when none answers. On SIGTERM it stops answering and exits;
-built-in mounts end with it, unless a successor took them over first: with
+built-in mounts end with it (without a keeper, below), unless a successor took
+them over first: with
 --takeover, a new mounter asks the one answering at the socket for its mounts
 and serves them on without unmounting (an upgrade no pod notices); the old
 one then exits. On a host, s3fs and rclone mounts go on (their
@@ -42,7 +43,11 @@ the pod's PID namespace.
 With --keeper-socket, each built-in mount's /dev/fuse fd is also held by a
 keeper (` + "`volplug keeper`" + `), and what a successor needs is kept in
 --state-dir: after a crash (kill -9, OOM) the next mounter started with the
-same flags serves the mounts on, and pods see a pause, not an error.`,
+same flags serves the mounts on, and pods see a pause, not an error. On
+SIGTERM such a mounter leaves its built-in mounts to the keeper (stopped
+between two requests, what was written stored first) rather than ending them,
+and the next one serves them on likewise, nothing lost: in Kubernetes, with
+the keeper in a DaemonSet of its own, the mounter's pod can be replaced.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if detach {
@@ -103,7 +108,8 @@ a killed mounter does not end the mount: requests wait until the next mounter
 takes the fd back and serves on. When no mounter is connected for --grace,
 the keeper aborts the mounts it holds (they answer ENOTCONN, which the node
 plugin cleans up) rather than leave processes waiting forever. Run it beside
-the mounter: a second container of the mounter's pod, or detached on a host.`,
+the mounter: a DaemonSet of its own (so that replacing the mounter's pod leaves
+it running), or detached on a host.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if detached {
