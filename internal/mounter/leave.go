@@ -37,6 +37,19 @@ func (s *Server) leaveKept() {
 	}
 	s.mu.Lock()
 	s.handingOver = true // no call starts, and watchKeeper hands nothing again
+	s.mu.Unlock()
+	// Calls in progress end first (the HTTP server's shutdown stops
+	// waiting for them after 10 s): a mount being made or unmounted is
+	// left, or not, whole.
+	for deadline := time.Now().Add(leaveTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		n := len(s.busy)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+	}
+	s.mu.Lock()
 	left := map[string]*bucketfs.Server{}
 	for t, e := range s.mounts {
 		if e.fs != nil {
