@@ -41,7 +41,7 @@ func (s *Server) leaveKept() {
 	// Calls in progress end first (the HTTP server's shutdown stops
 	// waiting for them after 10 s): a mount being made or unmounted is
 	// left, or not, whole.
-	for deadline := time.Now().Add(leaveTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		s.mu.Lock()
 		n := len(s.busy)
 		s.mu.Unlock()
