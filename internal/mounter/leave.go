@@ -19,7 +19,9 @@ import (
 // request stay, the keeper goes on holding the fd, and the next mounter
 // recovers the mount exactly as after a crash (RecoverKept); requests the
 // kernel queued meanwhile are answered then. If none comes, the keeper's
-// grace period ends the mount, as after a crash. Without a keeper the
+// grace period ends the mount, as after a crash; and a mounter killed
+// while leaving (its pod's grace period over) is a crash, recovered as one.
+// Without a keeper the
 // mounts end with the process, as ever. s3fs and rclone mounts cannot be
 // left: their own processes serve them (see the mounter command's help).
 
