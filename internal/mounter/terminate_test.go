@@ -103,4 +103,9 @@ func TestTerminateLeavesMountsToKeeper(t *testing.T) {
 	}
 	e.stopMounter()
 	testutil.CheckClean(t, e.dir)
+	// The unmount removed the mount's private directory: no saved
+	// request (it holds the keys), journal or staging file is left.
+	if left, _ := filepath.Glob(filepath.Join(e.state, mounter.Builtin, "*")); len(left) != 0 {
+		t.Errorf("state left after the unmount: %v", left)
+	}
 }
