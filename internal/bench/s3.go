@@ -97,7 +97,7 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 	client := mounter.NewClient(sock)
 
 	var rows []S3Row
-	for i, kind := range []string{mounter.Builtin, mounter.S3FS, mounter.Rclone, Client, "floor"} {
+	for i, kind := range []string{mounter.Builtin, builtinFourParts, mounter.S3FS, mounter.Rclone, Client, "floor"} {
 		bucket := fmt.Sprintf("bench-%d", i)
 		if err := srv.cl.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 			return nil, fmt.Errorf("make bucket: %w", err)
@@ -121,6 +121,9 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 			}
 			req := &mounter.Request{Target: target, Kind: kind, FS: bucketfs.Config{Endpoint: srv.Endpoint,
 				AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: bucket, AllowOther: true}}
+			if kind == builtinFourParts {
+				req.Kind, req.FS.ReadParallel = mounter.Builtin, 4
+			}
 			if err := client.Mount(ctx, req); err != nil {
 				return "", nil, err
 			}
@@ -138,6 +141,11 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 	}
 	return rows, nil
 }
+
+// builtinFourParts is the built-in mounter with four read-ahead parts in
+// flight (ReadParallel 4) instead of its default one: the row that shows
+// whether parallel parts pay on this machine.
+const builtinFourParts = "builtin, 4 parts"
 
 // measure runs the four jobs cfg.Runs times on fresh mounts.
 func measure(cfg S3Config, kind string, mountIt func() (string, func() error, error)) (S3Row, error) {

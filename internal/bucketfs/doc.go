@@ -80,11 +80,12 @@
 // to ReadAheadMax, the next window fetched in the background while the
 // current one is read (at most two windows per open file). A reader still
 // sequential once the window is at its largest gets the rest of the file
-// in parts of ReadAheadMax, ReadParallel of them fetched at once and
-// handed over in order (one GET is bound by one connection's pace; four in
-// parallel read 1.5-2x faster here). A stream owns two parts' buffers and
-// borrows the rest from a budget of 128 MiB per mount, so many readers
-// share it. Any jump stops the stream, resets the window and
+// in parts of ReadAheadMax, the next fetched while one is read, handed
+// over in order. ReadParallel parts can be in flight at once: a client
+// alone reads 1.5-2x faster with four, but through the mounter on 2 cores
+// one read faster (the shared CPU is the bound), hence the default of 1.
+// A stream owns two parts' buffers and borrows the rest from a budget of
+// 128 MiB per mount, so many readers share it. Any jump stops the stream, resets the window and
 // fetches only what was asked. The kernel sends one read at a time per
 // file (SyncRead), in order.
 //

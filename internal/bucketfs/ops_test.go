@@ -403,6 +403,7 @@ func TestMmapWriteChild(t *testing.T) {
 func TestSequentialReadStreams(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
+	cfg.ReadParallel = 4 // the default is 1; this checks the parts go in parallel when asked
 	_, mnt := e.mount(t, "w", cfg)
 	data := random(t, 64<<20)
 	if err := os.WriteFile(filepath.Join(mnt, "big"), data, 0o644); err != nil {
