@@ -158,9 +158,24 @@ func writeJSONAtomic(path string, v any) error {
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := fmt.Sprintf("%s.%s.tmp", path, randomSuffix())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := writeSynced(tmp, data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	failpoint.Hit("local.meta.tmp-written")
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeSynced creates path (it must not exist), writes data and fsyncs it.
+// A file it made and could not finish it removes; one that was there
+// already (O_EXCL) it leaves alone.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -169,15 +184,10 @@ func writeFileAtomic(path string, data []byte) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	failpoint.Hit("local.meta.tmp-written")
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+		os.Remove(path)
 	}
-	return syncDir(filepath.Dir(path))
+	return err
 }
 
 // writeNewVolume writes the metadata of a volume being made into dir, its
@@ -194,18 +204,7 @@ func writeNewVolume(dir string, v *backend.Volume) error {
 		return err
 	}
 	path := filepath.Join(dir, metaFile)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := writeSynced(path, data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
