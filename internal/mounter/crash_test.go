@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -188,67 +185,8 @@ func TestCrashUnderLoad(t *testing.T) {
 		e.stopMounter()
 		testutil.CheckClean(t, e.dir)
 	}()
-	p := func(s string) string { return filepath.Join(target, s) }
-	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	if err := os.WriteFile(p("big"), big, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rf, err := os.Open(p("big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failures []error
-	var eio atomic.Int32
-	written := map[string][]byte{}
-	fail := func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for i := 0; !stop.Load(); i++ {
-			name := fmt.Sprintf("f%04d", i)
-			data := []byte(fmt.Sprintf("file %d %s", i, bytes.Repeat([]byte{'y'}, i%3000)))
-			f, err := os.Create(p(name))
-			if err == nil {
-				_, err = f.Write(data)
-				if err == nil {
-					err = f.Sync()
-				}
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-			}
-			if errors.Is(err, syscall.EIO) {
-				eio.Add(1) // its data died with the mounter: written again under a new name
-				continue
-			}
-			if err != nil {
-				fail(fmt.Errorf("write %s: %w", name, err))
-				return
-			}
-			mu.Lock()
-			written[name] = data
-			mu.Unlock()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 128<<10)
-		for off := int64(0); !stop.Load(); off = (off + int64(len(buf))) % int64(len(big)) {
-			if n, err := rf.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], big[off:off+int64(n)]) {
-				fail(fmt.Errorf("read at %d: %d %v", off, n, err))
-				return
-			}
-			if _, err := os.ReadDir(target); err != nil {
-				fail(fmt.Errorf("readdir: %w", err))
-				return
-			}
-		}
-	}()
+	l := startLoad(t, target, true)
+	defer l.close()
 	n := kills(t)
 	for k := 1; k <= n; k++ {
 		time.Sleep(200 * time.Millisecond)
@@ -271,26 +209,11 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
-	for _, err := range failures {
-		t.Error(err)
+	files, eios := l.finish(t, filepath.Join(e.s3.Dir, bucket, "vol"))
+	if eios > n {
+		t.Errorf("%d EIOs over %d kills: want at most one per kill", eios, n)
 	}
-	if got := int(eio.Load()); got > n {
-		t.Errorf("%d EIOs over %d kills: want at most one per kill", got, n)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(written) == 0 {
-		t.Fatal("nothing was written")
-	}
-	for name, data := range written {
-		got, err := os.ReadFile(filepath.Join(e.s3.Dir, bucket, "vol", name))
-		if err != nil || !bytes.Equal(got, data) {
-			t.Errorf("%s in the bucket: %v", name, err)
-		}
-	}
-	t.Logf("%d files written and fsync'd across %d kills, %d EIOs", len(written), n, eio.Load())
+	t.Logf("%d files written and fsync'd across %d kills, %d EIOs", files, n, eios)
 }
 
 // Where crash failover cannot work, the mount dies as it did without a

@@ -1,14 +1,11 @@
 package mounter_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,62 +88,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	p := func(s string) string { return filepath.Join(target, s) }
-	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	if err := os.WriteFile(p("big"), big, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rf, err := os.Open(p("big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rf.Close()
-
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failures []error
-	written := map[string][]byte{}
-	fail := func(err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() }
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for i := 0; !stop.Load(); i++ {
-			name := fmt.Sprintf("f%04d", i)
-			data := []byte(fmt.Sprintf("file %d %s", i, bytes.Repeat([]byte{'y'}, i%3000)))
-			f, err := os.Create(p(name))
-			if err == nil {
-				_, err = f.Write(data)
-				if err == nil {
-					err = f.Sync()
-				}
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-			}
-			if err != nil {
-				fail(fmt.Errorf("write %s: %w", name, err))
-				return
-			}
-			mu.Lock()
-			written[name] = data
-			mu.Unlock()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 128<<10)
-		for off := int64(0); !stop.Load(); off = (off + int64(len(buf))) % int64(len(big)) {
-			if n, err := rf.ReadAt(buf, off); err != nil || !bytes.Equal(buf[:n], big[off:off+int64(n)]) {
-				fail(fmt.Errorf("read at %d: %d %v", off, n, err))
-				return
-			}
-			if _, err := os.ReadDir(target); err != nil {
-				fail(fmt.Errorf("readdir: %w", err))
-				return
-			}
-		}
-	}()
+	l := startLoad(t, target, false)
+	defer l.close()
 	for n := 1; n <= 3; n++ {
 		time.Sleep(300 * time.Millisecond)
 		next := start(n)
@@ -161,21 +104,6 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
-	for _, err := range failures {
-		t.Error(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(written) == 0 {
-		t.Fatal("nothing was written")
-	}
-	for name, data := range written {
-		got, err := os.ReadFile(filepath.Join(s3.Dir, bucket, "vol", name))
-		if err != nil || !bytes.Equal(got, data) {
-			t.Errorf("%s in the bucket: %v", name, err)
-		}
-	}
-	t.Logf("%d files written and fsync'd across 3 upgrades", len(written))
+	files, _ := l.finish(t, filepath.Join(s3.Dir, bucket, "vol"))
+	t.Logf("%d files written and fsync'd across 3 upgrades", files)
 }
