@@ -38,7 +38,7 @@ type DiskConfig struct {
 	StageDelay time.Duration // untimed gap between CreateVolume and NodeStage
 	SizeBytes  int64         // lifecycle volume size (default 1 GiB)
 
-	BtrfsPoolBytes int64 // the btrfs pool's image (default 16 GiB, sparse)
+	BtrfsPoolBytes int64 // the btrfs pool's image (default 20 GiB, written through: see writeImage)
 }
 
 func (c *DiskConfig) defaults() error {
@@ -74,7 +74,7 @@ func (c *DiskConfig) defaults() error {
 		c.SizeBytes = 1 << 30
 	}
 	if c.BtrfsPoolBytes == 0 {
-		c.BtrfsPoolBytes = 16 << 30
+		c.BtrfsPoolBytes = 20 << 30
 	}
 	if c.FioFileBytes < 64<<20 || c.FioFileBytes%(1<<20) != 0 {
 		return fmt.Errorf("fio file %d bytes: want a whole number of MiB, at least 64", c.FioFileBytes)
@@ -158,8 +158,8 @@ func RunDisk(ctx context.Context, cfg DiskConfig) (rep *DiskReport, err error) {
 	pools = append(pools, plain)
 	// A btrfs pool on a loop device, for the native layout.
 	var btrfs *diskPool
-	progress("making a btrfs pool (%s, sparse) on a loop device", sizeString(cfg.BtrfsPoolBytes))
-	bp, err := setupLoopFS(ctx, "btrfs", []string{"-q", "-f"}, filepath.Join(root, "btrfs.img"), filepath.Join(root, "btrfs"), cfg.BtrfsPoolBytes, cfg.RPCTimeout)
+	progress("making a btrfs pool (%s, every block written) on a direct I/O loop device", sizeString(cfg.BtrfsPoolBytes))
+	bp, err := setupLoopFS(ctx, "btrfs", []string{"-q", "-f"}, filepath.Join(root, "btrfs.img"), filepath.Join(root, "btrfs"), cfg.BtrfsPoolBytes, true, cfg.RPCTimeout)
 	if err != nil {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("no btrfs pool, so no native layout: %v", err))
 	} else if btrfs = start("btrfs", bp.Mount, "ext4"); btrfs != nil {

@@ -188,7 +188,7 @@ hold no mount or loop device at the end.`,
 	f.IntVar(&cfg.Rounds, "rounds", 2, "the floor and the layouts alternate in up to this many rounds per level")
 	f.DurationVar(&cfg.StageDelay, "stage-delay", 0, "wait this long between CreateVolume and NodeStage (not counted), as a cluster does")
 	f.Int64Var(&sizeGiB, "size-gib", 1, "lifecycle volume size in GiB")
-	f.Int64Var(&cfg.BtrfsPoolBytes, "btrfs-pool-bytes", 16<<30, "the btrfs pool's (sparse) image")
+	f.Int64Var(&cfg.BtrfsPoolBytes, "btrfs-pool-bytes", 20<<30, "the btrfs pool's image (written through once)")
 	f.StringVar(&cfg.Binary, "driver-binary", "", "volplug binary to run as the driver (default: this binary)")
 	f.StringVar(&cfg.TempParent, "dir", "", "parent of the private temp dir (default: $TMPDIR or /tmp)")
 	f.DurationVar(&cfg.RPCTimeout, "rpc-timeout", 2*time.Minute, "timeout of each RPC and each tool")

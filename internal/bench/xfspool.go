@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // xfsPool is a reflink-capable filesystem the bench makes for itself: a
@@ -30,13 +32,13 @@ type xfsPool struct {
 // setupXFSPool makes the pool. On error it undoes whatever it had done, so
 // the caller only tears down a pool it got back.
 func setupXFSPool(ctx context.Context, image, mnt string, size int64, timeout time.Duration) (p *xfsPool, err error) {
-	return setupLoopFS(ctx, "xfs", []string{"-q", "-m", "reflink=1"}, image, mnt, size, timeout)
+	return setupLoopFS(ctx, "xfs", []string{"-q", "-m", "reflink=1"}, image, mnt, size, false, timeout)
 }
 
 // setupLoopFS makes a pool of any filesystem the same way: mkfs.<fsType>
 // with mkfsArgs on a sparse image, a loop device, a mount. The disk bench
-// makes its btrfs pool with it.
-func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, mnt string, size int64, timeout time.Duration) (p *xfsPool, err error) {
+// makes its btrfs pool with it, written: see writeImage.
+func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, mnt string, size int64, written bool, timeout time.Duration) (p *xfsPool, err error) {
 	p = &xfsPool{Image: image, Mount: mnt, timeout: timeout}
 	defer func() {
 		if err != nil {
@@ -55,6 +57,9 @@ func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, m
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && written {
+		err = writeImage(image, size)
+	}
 	if err != nil {
 		return p, fmt.Errorf("%s pool image %s: %w", fsType, image, err)
 	}
@@ -64,7 +69,11 @@ func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, m
 		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
 	p.loopTried = true
-	out, err := runTool(ctx, timeout, "losetup", "--find", "--show", image)
+	args := []string{"--find", "--show", image}
+	if written {
+		args = append(args, "--direct-io=on")
+	}
+	out, err := runTool(ctx, timeout, "losetup", args...)
 	if err != nil {
 		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
@@ -80,6 +89,35 @@ func setupLoopFS(ctx context.Context, fsType string, mkfsArgs []string, image, m
 		return p, fmt.Errorf("%s pool: %w", fsType, err)
 	}
 	return p, nil
+}
+
+// writeImage writes every block of the image once, with direct I/O, so
+// that a filesystem on it measures like one on a disk. A sparse image makes
+// the machine's filesystem allocate each block the first time it is
+// written, and a copy-on-write pool writes new places for many rounds: the
+// row that happened to reach fresh space first ran at half speed. Its loop
+// device then uses direct I/O too, so that reads and writes reach the disk
+// rather than the machine's page cache.
+func writeImage(image string, size int64) error {
+	f, err := os.OpenFile(image, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const chunk = 8 << 20
+	// An anonymous mapping is page aligned, as O_DIRECT wants.
+	buf, err := unix.Mmap(-1, 0, chunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(buf)
+	for off := int64(0); off < size; off += chunk {
+		n := min(chunk, size-off)
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return fmt.Errorf("write %s: %w", image, err)
+		}
+	}
+	return f.Sync()
 }
 
 // teardown unmounts, detaches and removes, as far as the pool got. It uses
