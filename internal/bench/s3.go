@@ -28,6 +28,9 @@ type S3Config struct {
 	FileMiB   int    // the large file
 	Files     int    // the small files
 	Runs      int    // medians of this many runs
+	// ClientSweep also runs the client alone at other settings (see
+	// sweepClient).
+	ClientSweep bool
 }
 
 // S3Row is one mount kind's figures (the floor's too).
@@ -64,6 +67,7 @@ Medians of --runs; ratios against s3fs and against the floor. Needs root.`,
 	f.IntVar(&cfg.FileMiB, "file-mib", 512, "size of the large file")
 	f.IntVar(&cfg.Files, "files", 1000, "number of 4 KiB files")
 	f.IntVar(&cfg.Runs, "runs", 3, "runs per figure (the median is reported)")
+	f.BoolVar(&cfg.ClientSweep, "client-sweep", false, "also run the S3 client alone with 1-16 parts and 8-128 PUTs at once: is its row the server's ceiling?")
 	return cmd
 }
 
@@ -96,6 +100,14 @@ func RunS3(ctx context.Context, cfg S3Config, progress io.Writer) ([]S3Row, erro
 	go func() { _ = m.Serve(mctx, l) }()
 	client := mounter.NewClient(sock)
 
+	if cfg.ClientSweep {
+		if err := srv.cl.MakeBucket(ctx, "sweep", minio.MakeBucketOptions{}); err != nil {
+			return nil, fmt.Errorf("make bucket: %w", err)
+		}
+		if err := sweepClient(ctx, cfg, srv.cl, "sweep", progress); err != nil {
+			return nil, fmt.Errorf("client sweep: %w", err)
+		}
+	}
 	var rows []S3Row
 	for i, kind := range []string{mounter.Builtin, builtinFourParts, mounter.S3FS, mounter.Rclone, Client, "floor"} {
 		bucket := fmt.Sprintf("bench-%d", i)

@@ -35,7 +35,7 @@ func measureClient(ctx context.Context, cfg S3Config, cl *minio.Client, bucket s
 		writes = append(writes, float64(size)/1e6/time.Since(start).Seconds())
 
 		start = time.Now()
-		if err := putSmall(ctx, cl, bucket, fmt.Sprintf("small-%d/", run), cfg.Files); err != nil {
+		if err := putSmall(ctx, cl, bucket, fmt.Sprintf("small-%d/", run), cfg.Files, clientPuts); err != nil {
 			return S3Row{}, err
 		}
 		creates = append(creates, float64(cfg.Files)/time.Since(start).Seconds())
@@ -64,10 +64,10 @@ const (
 	clientPuts     = 32 // bucketfs's background PUTs
 )
 
-// putSmall stores n objects of 4 KiB under prefix, clientPuts at a time.
-func putSmall(ctx context.Context, cl *minio.Client, bucket, prefix string, n int) error {
+// putSmall stores n objects of 4 KiB under prefix, puts at a time.
+func putSmall(ctx context.Context, cl *minio.Client, bucket, prefix string, n, puts int) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(clientPuts)
+	g.SetLimit(puts)
 	data := make([]byte, 4096)
 	for i := range n {
 		g.Go(func() error {
@@ -81,6 +81,37 @@ func putSmall(ctx context.Context, cl *minio.Client, bucket, prefix string, n in
 		})
 	}
 	return g.Wait()
+}
+
+// sweepClient is --client-sweep: the client's write and creates at other
+// settings than bucketfs's, to show whether the client row is the
+// server's ceiling or only the ceiling of those settings. Each setting
+// runs cfg.Runs times; the lines go to progress.
+func sweepClient(ctx context.Context, cfg S3Config, cl *minio.Client, bucket string, progress io.Writer) error {
+	size := int64(cfg.FileMiB) << 20
+	for run := range cfg.Runs {
+		for _, threads := range []uint{1, 4, 8, 16} {
+			for _, part := range []uint64{8 << 20, 32 << 20} {
+				start := time.Now()
+				_, err := cl.PutObject(ctx, bucket, "big", &patternReader{left: size}, size, minio.PutObjectOptions{
+					PartSize: part, NumThreads: threads, DisableContentSha256: true})
+				if err != nil {
+					return fmt.Errorf("put: %w", err)
+				}
+				fmt.Fprintf(progress, "client sweep run %d: write, %2d parts of %2d MiB at once: %4.0f MB/s\n",
+					run+1, threads, part>>20, float64(size)/1e6/time.Since(start).Seconds())
+			}
+		}
+		for _, puts := range []int{8, 32, 64, 128} {
+			start := time.Now()
+			if err := putSmall(ctx, cl, bucket, fmt.Sprintf("sweep-%d-%d/", run, puts), cfg.Files, puts); err != nil {
+				return err
+			}
+			fmt.Fprintf(progress, "client sweep run %d: creates, %3d PUTs at once: %4.0f/s\n",
+				run+1, puts, float64(cfg.Files)/time.Since(start).Seconds())
+		}
+	}
+	return nil
 }
 
 // getParallel reads an object of size bytes with ranged GETs of

@@ -18,6 +18,9 @@ type listCache struct {
 type listing struct {
 	at      time.Time
 	entries map[string]entry
+	// misses counts the names asked of the store one by one since the
+	// listing went stale (see relistNow).
+	misses int
 }
 
 const maxDirs = 1024
@@ -71,6 +74,35 @@ func (c *listCache) put(dir string, entries map[string]entry) {
 		c.dirs = map[string]*listing{}
 	}
 	c.dirs[dir] = &listing{at: time.Now(), entries: entries}
+}
+
+// listPage is how many names one LIST request returns (S3's default and
+// most).
+const listPage = 1000
+
+// relistNow says whether a lookup in the directory with key prefix dir,
+// which the cache could not answer, should list the whole directory again
+// rather than ask for the one name. Asking costs one request a name;
+// listing costs one request per listPage names and answers every lookup
+// for the TTL. So a directory is listed again once the names asked one by
+// one since its listing went stale have cost as many requests as listing
+// it would (never more than twice the cheaper of the two ways, whatever
+// the lookups to come): at once for a directory of one page, the case of
+// many files created in one directory. A directory never listed is asked
+// name by name: its size is unknown.
+func (c *listCache) relistNow(dir string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.dirs[dir]
+	if !ok || c.fresh(dir) != nil {
+		return false
+	}
+	l.misses++
+	if l.misses < 1+len(l.entries)/listPage {
+		return false
+	}
+	l.misses = 0 // one relist at a time; the others ask as before
+	return true
 }
 
 // set records a change this mount made, in a cached listing if any: a

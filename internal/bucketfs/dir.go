@@ -81,6 +81,17 @@ func (d *dirNode) find(ctx context.Context, name string) (entry, syscall.Errno) 
 	if len(key)+1 > maxKeyLen {
 		return entry{}, syscall.ENAMETOOLONG
 	}
+	if d.fsys.cache.relistNow(d.key()) {
+		entries, err := d.relist(ctx, d.pendingFiles())
+		if err != nil {
+			return entry{}, logErr("list", d.key(), err)
+		}
+		e, found := entries[name]
+		if !found {
+			return entry{}, syscall.ENOENT
+		}
+		return e, 0
+	}
 	e, err := d.fsys.st.stat(ctx, key)
 	if err != nil {
 		return entry{}, logErr("stat", key, err)
@@ -143,31 +154,13 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ctx, cancel := ctxFor(ctx)
 	defer cancel()
 	key := d.key()
-	// Files written here and not stored yet, taken before the listing: a
-	// background PUT that ends meanwhile is then in one or the other.
-	pend := map[string]entry{}
-	for name, ch := range d.Children() {
-		if fn, ok := ch.Operations().(*fileNode); ok && fn.pending() {
-			fn.mu.Lock()
-			pend[name] = entry{size: fn.size, mtime: fn.mtime}
-			fn.mu.Unlock()
-		}
-	}
+	pend := d.pendingFiles()
 	entries, ok := d.fsys.cache.get(key)
 	if !ok {
 		var err error
-		entries, err = d.fsys.st.list(ctx, key)
-		if err != nil {
+		if entries, err = d.relist(ctx, pend); err != nil {
 			return nil, logErr("list", key, err)
 		}
-		// The listing is cached with them: it answers lookups after
-		// their PUTs end, and may predate those.
-		for name, e := range pend {
-			if _, listed := entries[name]; !listed {
-				entries[name] = e
-			}
-		}
-		d.fsys.cache.put(key, entries)
 	}
 	list := make([]fuse.DirEntry, 0, len(entries)+1)
 	for name, e := range entries {
@@ -186,6 +179,38 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		}
 	}
 	return fs.NewListDirStream(list), 0
+}
+
+// pendingFiles returns the files written here and not stored yet. Taken
+// before a listing, a background PUT that ends meanwhile is then in one or
+// the other.
+func (d *dirNode) pendingFiles() map[string]entry {
+	pend := map[string]entry{}
+	for name, ch := range d.Children() {
+		if fn, ok := ch.Operations().(*fileNode); ok && fn.pending() {
+			fn.mu.Lock()
+			pend[name] = entry{size: fn.size, mtime: fn.mtime}
+			fn.mu.Unlock()
+		}
+	}
+	return pend
+}
+
+// relist lists the directory from the store and caches the listing with
+// pend, the files pending here, in it: the listing answers lookups after
+// their PUTs end, and may predate those.
+func (d *dirNode) relist(ctx context.Context, pend map[string]entry) (map[string]entry, error) {
+	entries, err := d.fsys.st.list(ctx, d.key())
+	if err != nil {
+		return nil, err
+	}
+	for name, e := range pend {
+		if _, listed := entries[name]; !listed {
+			entries[name] = e
+		}
+	}
+	d.fsys.cache.put(d.key(), entries)
+	return entries, nil
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {

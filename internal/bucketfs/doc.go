@@ -92,7 +92,12 @@
 // # Metadata cache
 //
 // Directory listings are kept for CacheTTL and answer lookups (and their
-// absence) without a request; this mount's own changes update them. The
+// absence) without a request; this mount's own changes update them. Once a
+// listing is stale, new names are asked of the store one by one until
+// those requests have cost as much as listing the directory again (one
+// request per 1,000 names), and then it is listed again: creating many
+// files in one directory costs a listing per TTL, not a request per file
+// (cache.go, relistNow). The
 // kernel caches entries, attributes and absences for the same TTL. So a
 // change by another client shows here within CacheTTL, and O_EXCL is only
 // as exclusive as that: two mounts creating one name both succeed, and the

@@ -5,3 +5,8 @@ func (s *Server) DataGets() int64 { return s.fsys.st.gets.Load() }
 
 // PeakGets is the most ranged GETs for file data this mount had in flight at once.
 func (s *Server) PeakGets() int64 { return s.fsys.st.getsPeak.Load() }
+
+// StoreLookups and StoreListings count the one-name lookups and the
+// directory listings this mount asked the store for.
+func (s *Server) StoreLookups() int64  { return s.fsys.st.lookups.Load() }
+func (s *Server) StoreListings() int64 { return s.fsys.st.listings.Load() }

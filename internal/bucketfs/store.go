@@ -25,6 +25,9 @@ type store struct {
 	cfg    *Config
 	keys   *keyring
 	gets   atomic.Int64 // GET requests for file data, for tests and metrics
+	// lookups and listings count stat's and list's calls, for tests of
+	// how many requests finding names costs.
+	lookups, listings atomic.Int64
 	// getsNow and getsPeak count ranged GETs in flight, and the most at
 	// once, for tests of read-ahead's parallelism.
 	getsNow, getsPeak atomic.Int64
@@ -124,6 +127,7 @@ func (s *store) stat(ctx context.Context, key string) (entry, error) {
 	// One listing of the names that begin with key usually settles it
 	// (the object "key" and the prefix "key/" are both in it), so a
 	// lookup costs one request, found or not.
+	s.lookups.Add(1)
 	res, err := s.core.ListObjectsV2(s.bucket, key, "", "", "/", 1000)
 	if err != nil {
 		return entry{}, err
@@ -183,6 +187,7 @@ func (s *store) firstKeys(ctx context.Context, prefix string, n int) ([]string, 
 // (which ends in "/" or is the bucket's root, ""). Names that cannot be
 // file names (empty, ".", "..") are left out.
 func (s *store) list(ctx context.Context, prefix string) (map[string]entry, error) {
+	s.listings.Add(1)
 	out := map[string]entry{}
 	for obj := range s.cl.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix}) {
 		if obj.Err != nil {
