@@ -171,6 +171,14 @@ func (c *conn) handle(bp *[]byte, n int) {
 			}
 		}()
 	}
+	// A release or a forget is taken in before go-fuse frees the handle's
+	// or the node's number: a request handled at the same time can be
+	// given that number at once, and its open or lookup must be taken in
+	// after, or the table loses what the kernel holds.
+	frees := freesNumber(req)
+	if frees {
+		c.table.observe(req, nil)
+	}
 	op := bufs.Get().(*[]byte)
 	defer bufs.Put(op)
 	m, st := c.ps.HandleRequest([][]byte{req}, [][]byte{*op})
@@ -179,11 +187,25 @@ func (c *conn) handle(bp *[]byte, n int) {
 		return
 	}
 	reply := (*op)[:m]
-	c.table.observe(req, reply)
+	if !frees {
+		c.table.observe(req, reply)
+	}
 	if m == 0 {
 		return // FORGET and the like: no reply
 	}
 	c.reply(reply)
+}
+
+// freesNumber says whether req ends a file handle or forgets a node.
+func freesNumber(req []byte) bool {
+	if len(req) < inHeaderSize {
+		return false
+	}
+	switch (*fuse.InHeader)(unsafe.Pointer(&req[0])).Opcode {
+	case opRelease, opReleasedir, opForget, opBatchForget:
+		return true
+	}
+	return false
 }
 
 // reply writes one reply to the kernel.
