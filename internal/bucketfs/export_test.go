@@ -10,3 +10,12 @@ func (s *Server) PeakGets() int64 { return s.fsys.st.getsPeak.Load() }
 // directory listings this mount asked the store for.
 func (s *Server) StoreLookups() int64  { return s.fsys.st.lookups.Load() }
 func (s *Server) StoreListings() int64 { return s.fsys.st.listings.Load() }
+
+// TableHandles is the number of file handles the kernel table (what a
+// handover or a recovery restores) holds open.
+func (s *Server) TableHandles() int {
+	t := s.conn.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.handles)
+}
