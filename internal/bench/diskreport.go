@@ -59,6 +59,10 @@ func (r *DiskReport) WriteText(w io.Writer) error {
 				p(" skipped: %s |\n", row.Skipped)
 				continue
 			}
+			if len(row.Values) != len(fioJobs) { // the run stopped first (its error follows)
+				p(" not measured |\n")
+				continue
+			}
 			for j, job := range fioJobs {
 				v := fmt.Sprintf("%.0f %s", row.Values[j], job.Unit)
 				if row.Ratios != nil && !row.Baseline {
