@@ -138,21 +138,25 @@ func runFioTable(ctx context.Context, cfg DiskConfig, plain, btrfs *diskPool, pr
 	if btrfs != nil {
 		// The native volume first: it turns the pool's quotas on, and
 		// the pool is measured as native volumes find it.
-		volume(btrfs, "native", "native volume", map[string]string{"layout": "native"}, "")
-		add(btrfs.Name, "pool filesystem (quotas on)", true, filepath.Join(btrfs.Dir, "fio.dat"), nil)
-		// The same near its limit: a copy-on-write rewrite references its
-		// new blocks before the old ones are freed at the next commit, so
-		// a volume whose limit is twice its file reaches the limit while
-		// rewriting it, and btrfs commits to make room (see the README).
-		volumeSized(btrfs, "native-tight", "native volume, limit 2x the file", map[string]string{"layout": "native"}, "", 2*cfg.FioFileBytes)
-		if v := volume(btrfs, "native-nocow", "native volume, nodatacow", map[string]string{"layout": "native", "nodatacow": "true"}, ""); v != nil {
+		native := map[string]string{"layout": "native"} // nodatacow, the default
+		if v := volume(btrfs, "native", "native volume", native, ""); v != nil {
 			// The same volume again, with a snapshot of the laid-out file
-			// taken right before the random writes.
-			r := &FioRow{Pool: btrfs.Name, Target: "native volume, nodatacow, snapshot before rand write"}
+			// taken right before the random writes: the first write to
+			// each shared block is copied once.
+			r := &FioRow{Pool: btrfs.Name, Target: "native volume, snapshot before rand write"}
 			rows = append(rows, r)
 			targets = append(targets, &fioTarget{row: r, file: filepath.Join(v.target, "fio-snap.dat"),
 				beforeRandWrite: func() (func() error, error) { return btrfs.drv.snapshot(ctx, v) }})
 		}
+		add(btrfs.Name, "pool filesystem (quotas on)", true, filepath.Join(btrfs.Dir, "fio.dat"), nil)
+		// Copy-on-write, as the pool's own directory is; and the same near
+		// its limit: a rewrite is counted twice until whole extents are
+		// replaced, so a volume whose limit is twice its file reaches the
+		// limit while rewriting it, and btrfs commits to make room (see
+		// the README).
+		cow := map[string]string{"layout": "native", "nodatacow": "false"}
+		volume(btrfs, "native-cow", "native volume, copy-on-write", cow, "")
+		volumeSized(btrfs, "native-cow-tight", "native, copy-on-write, limit 2x the file", cow, "", 2*cfg.FioFileBytes)
 		volume(btrfs, "image-btrfs", "image volume (ext4)", nil, "ext4")
 	}
 	for i := range rows {

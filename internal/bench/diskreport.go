@@ -128,7 +128,8 @@ filesystem and on a btrfs pool it makes on a loop device. Then:
 fio table: four jobs (sequential write and read, 1 MiB, queue depth 8;
 random write and read, 4 KiB, queue depth 32; libaio, direct I/O) on each
 pool's own filesystem, on a loop device as volplug attaches one, and in
-published volumes of each layout (image; native; native with nodatacow).
+published volumes of each layout (image; native, which is nodatacow by default;
+native with copy-on-write).
 Rows alternate in rounds; each figure is the median, and its ratio is
 against the same pool's filesystem in the same run.
 

@@ -9,17 +9,27 @@ import (
 	"github.com/volplug/volplug/internal/backend"
 )
 
-// paramNoDataCow is the StorageClass parameter ("true" or "false", the
-// default) that turns copy-on-write off for a native volume's data
-// (chattr +C on the empty subvolume, so every file made in it inherits
-// it). Random overwrites then go in place, as on a plain filesystem,
-// instead of allocating new blocks and growing the file's extent tree. The
-// costs: no data checksums or compression; and a snapshot shares the
+// paramNoDataCow is the StorageClass parameter ("true", the default for
+// the native layout, or "false") that turns copy-on-write off for a native
+// volume's data (chattr +C on the empty subvolume, so every file made in
+// it inherits it). Overwrites then go in place, as on a plain filesystem.
+//
+// It is the default because of how a qgroup counts a copy-on-write
+// volume: btrfs keeps a whole extent while any part of it is still in a
+// file, and the qgroup counts it whole. An overwrite adds new blocks and
+// frees no old ones until every block of their extent has been replaced,
+// so random overwrites count the data up to twice, and a preallocated file
+// (extents of hundreds of MiB) cannot be rewritten past the volume's free
+// space at all: EDQUOT below the size the volume promises
+// (TestNativeOverwritesFitTheLimit). In place, a volume counts its data
+// once.
+//
+// The costs: no data checksums or compression; and a snapshot shares the
 // blocks, so the first write to each shared block after a snapshot is
-// copied once (btrfs's COW-once rule), and snapshots stay as consistent
-// as without it. Images keep copy-on-write: their clones and restores are
-// reflinks, and btrfs refuses a reflink between a nodatacow file and a
-// copy-on-write one.
+// copied once (btrfs's COW-once rule) and counted as above until it is.
+// Snapshots stay as consistent as without it. Images keep copy-on-write:
+// their clones and restores are reflinks, and btrfs refuses a reflink
+// between a nodatacow file and a copy-on-write one.
 const paramNoDataCow = "nodatacow"
 
 // fsNoCowFL is FS_NOCOW_FL (linux/fs.h): only honoured on an empty file or
@@ -30,7 +40,7 @@ const fsNoCowFL = 0x00800000
 func checkNoDataCow(params map[string]string, layout string) (bool, error) {
 	s, ok := params[paramNoDataCow]
 	if !ok {
-		return false, nil
+		return layout == layoutNative, nil
 	}
 	on, err := strconv.ParseBool(s)
 	if err != nil {
@@ -42,9 +52,10 @@ func checkNoDataCow(params map[string]string, layout string) (bool, error) {
 	return on, nil
 }
 
-// noDataCow reads the volume's setting, as stored with it.
+// noDataCow reads the volume's setting from the parameters stored with it
+// (validated by checkNoDataCow when it was made).
 func noDataCow(v *backend.Volume) bool {
-	on, _ := strconv.ParseBool(v.Parameters[paramNoDataCow])
+	on, _ := checkNoDataCow(v.Parameters, v.Layout)
 	return on
 }
 

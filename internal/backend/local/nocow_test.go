@@ -9,8 +9,8 @@ import (
 	"github.com/volplug/volplug/internal/backend"
 )
 
-// TestNoDataCow: the parameter sets FS_NOCOW_FL on the new subvolume
-// before any data, so files written in the published volume are
+// TestNoDataCow: the parameter (true by default) sets FS_NOCOW_FL on the
+// new subvolume before any data, so files written in the published volume are
 // nodatacow; restores keep it; junk and image layouts are refused.
 func TestNoDataCow(t *testing.T) {
 	r, clean := newNativeRig(t)
@@ -45,7 +45,14 @@ func TestNoDataCow(t *testing.T) {
 	r.must(r.b.DeleteVolume(ctx, restored.ID, nil))
 	r.must(r.b.DeleteSnapshot(ctx, snap.ID))
 
-	// Without the parameter (or with false) a native volume keeps COW.
+	// Without the parameter a native volume is nodatacow; with false it
+	// keeps copy-on-write.
+	dflt, err := r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "default", MinSize: 64 * MiB, Parameters: nativeParams})
+	r.must(err)
+	if on, err := hasNoCow(r.b.pool.subvol(dflt.ID)); err != nil || !on {
+		t.Errorf("no parameter: flag = %v, %v; want true (the default)", on, err)
+	}
+	r.must(r.b.DeleteVolume(ctx, dflt.ID, nil))
 	plain, err := r.b.CreateVolume(ctx, &backend.CreateRequest{Name: "cow", MinSize: 64 * MiB,
 		Parameters: map[string]string{paramLayout: layoutNative, paramNoDataCow: "false"}})
 	r.must(err)
