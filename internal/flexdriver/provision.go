@@ -64,5 +64,5 @@ func (d *driver) delete(ctx context.Context, id string, o *flex.Options) error {
 	if err := d.store.DeleteVolume(ctx, id, backend.Secrets(o.Secrets)); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return err
 	}
-	return nil
+	return d.state.removeLock(id)
 }

@@ -1,6 +1,8 @@
 package flexdriver
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/volplug/volplug/pkg/flex"
@@ -34,8 +36,14 @@ func TestProvisionAndDelete(t *testing.T) {
 	if res := e.run(flex.StatusFailure, flex.CallAttach, options("vol-missing", map[string]string{optVolumeID: "vol-missing"}), "node1"); res.Code != "NOT_FOUND" {
 		t.Errorf("attach of a missing volume: code %q, want NOT_FOUND (%s)", res.Code, res.Message)
 	}
+	// Every call on a volume locks it through a file in locks/; delete,
+	// which locks it too, removes that file.
+	lockFile := filepath.Join(e.cfg.Pool, "flex", "locks", a.VolumeID+".lock")
 	for range 2 { // the second finds it gone: still a success
 		e.run(flex.StatusSuccess, flex.CallDelete, a.VolumeID, options(a.VolumeID, nil))
+		if _, err := os.Stat(lockFile); !os.IsNotExist(err) {
+			t.Errorf("after delete the volume's lock file is there (%v)", err)
+		}
 	}
 	e.run(flex.StatusFailure, flex.CallProvision, options("", nil))
 }

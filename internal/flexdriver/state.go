@@ -20,7 +20,7 @@ import (
 // <pool>/flex/. Every call is a new process, so locks are flock(2)s on
 // files and records are files, each replaced atomically.
 //
-//	locks/<key>.lock        one per volume, plus "pool" for opening and creating
+//	locks/<key>.lock        one per volume (removed with it), plus "pool" for opening and creating
 //	records/<kind>-<hash>   a record per mount made and per name attached
 //	staging/<volumeID>      where `mount` stages a volume when kubelet did not
 type state struct {
@@ -75,22 +75,48 @@ func (s *state) flock(key string, how int) (func(), error) {
 	if !lockKey.MatchString(key) {
 		return nil, fmt.Errorf("volume ID %q: must be 1-128 letters, digits, '.', '_' or '-', not starting with '.': %w", key, backend.ErrInvalid)
 	}
-	path := filepath.Join(s.dir, "locks", key+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", key, err)
-	}
+	path := s.lockPath(key)
 	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if !errors.Is(err, unix.EINTR) {
-			break
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("lock %s: %w", key, err)
 		}
-	}
-	if err != nil {
+		for {
+			err = unix.Flock(int(f.Fd()), how)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", key, err)
+		}
+		// The holder before may have removed the file (removeLock) after
+		// this call opened it: a lock on it would exclude no one who opens
+		// the path now, so take the path's file instead.
+		var held, now unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", key, err)
+		}
+		if err := unix.Stat(path, &now); err == nil && now.Ino == held.Ino && now.Dev == held.Dev {
+			return func() { f.Close() }, nil // closing the file releases the lock
+		}
 		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", key, err)
 	}
-	return func() { f.Close() }, nil // closing the file releases the lock
+}
+
+func (s *state) lockPath(key string) string { return filepath.Join(s.dir, "locks", key+".lock") }
+
+// removeLock removes key's lock file, for a volume that is gone, so that
+// locks/ does not keep a file per volume the node ever had. The caller
+// holds the lock; a call waiting on the removed file takes a new one
+// (flock).
+func (s *state) removeLock(key string) error {
+	if err := os.Remove(s.lockPath(key)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	return nil
 }
 
 func (s *state) recordPath(kind, key string) string {
