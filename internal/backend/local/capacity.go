@@ -54,7 +54,10 @@ func makeImage(path string, size int64) error {
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
+	err = imageNoCow(f, nil) // while it is empty: see imageNoCow
+	if err == nil {
+		err = f.Truncate(size)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

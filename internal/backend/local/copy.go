@@ -42,6 +42,9 @@ func cloneImage(src, dst string) (shared bool, err error) {
 			err = cerr
 		}
 	}()
+	if err := imageNoCow(out, in); err != nil {
+		return false, err
+	}
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
 		return true, out.Sync()
 	}

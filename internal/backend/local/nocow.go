@@ -1,7 +1,9 @@
 package local
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -27,9 +29,8 @@ import (
 // The costs: no data checksums or compression; and a snapshot shares the
 // blocks, so the first write to each shared block after a snapshot is
 // copied once (btrfs's COW-once rule) and counted as above until it is.
-// Snapshots stay as consistent as without it. Images keep copy-on-write:
-// their clones and restores are reflinks, and btrfs refuses a reflink
-// between a nodatacow file and a copy-on-write one.
+// Snapshots stay as consistent as without it. Images take no parameter:
+// on a btrfs pool they are always nodatacow (imageNoCow).
 const paramNoDataCow = "nodatacow"
 
 // fsNoCowFL is FS_NOCOW_FL (linux/fs.h): only honoured on an empty file or
@@ -47,7 +48,7 @@ func checkNoDataCow(params map[string]string, layout string) (bool, error) {
 		return false, fmt.Errorf("parameter %s=%q: want true or false: %w", paramNoDataCow, s, backend.ErrInvalid)
 	}
 	if on && layout != layoutNative {
-		return false, fmt.Errorf("parameter %s applies to layout %s only; an image keeps copy-on-write so that its clones and restores can share blocks: %w", paramNoDataCow, layoutNative, backend.ErrInvalid)
+		return false, fmt.Errorf("parameter %s applies to layout %s only; an image is nodatacow on a btrfs pool already, and on other pools has no such setting: %w", paramNoDataCow, layoutNative, backend.ErrInvalid)
 	}
 	return on, nil
 }
@@ -67,14 +68,61 @@ func setNoCow(dir string) error {
 		return fmt.Errorf("nodatacow %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
+	return setNoCowFd(fd, dir)
+}
+
+func setNoCowFd(fd int, name string) error {
 	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
 	if err != nil {
-		return fmt.Errorf("nodatacow %s: get flags: %w", dir, err)
+		return fmt.Errorf("nodatacow %s: get flags: %w", name, err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsNoCowFL); err != nil {
-		return fmt.Errorf("nodatacow %s: set flags: %w", dir, err)
+		return fmt.Errorf("nodatacow %s: set flags: %w", name, err)
 	}
 	return nil
+}
+
+// imageNoCow makes a new, empty image nodatacow when it is on btrfs, or
+// when like (the image it is a copy of, if any) is. A copy-on-write image
+// on btrfs would hold more of the pool than its size: btrfs keeps a whole
+// extent while any block of it is still in the file, so overwrites through
+// the loop device (random ones above all) leave the old extents allocated
+// beside the new blocks, up to about twice the image
+// (TestImageHoldsItsSizeOnBtrfs). Capacity promises each image only its
+// size, so the pool could run out under volumes that are not full: an I/O
+// error in a volume, which promised exists to prevent. In place, an image
+// holds at most its size. Reflinks still work between two nodatacow files
+// (snapshots and clones), which is why a copy takes its source's flag:
+// btrfs refuses a reflink between files that differ in it. On other
+// filesystems like is the only reason (xfs frees each overwritten block of
+// a shared extent, so its images need nothing).
+func imageNoCow(f, like *os.File) error {
+	want := false
+	if like != nil {
+		on, err := fdNoCow(int(like.Fd()))
+		if err != nil && !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("nodatacow %s: %w", like.Name(), err)
+		}
+		want = on
+	} else {
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", f.Name(), err)
+		}
+		want = st.Type == unix.BTRFS_SUPER_MAGIC
+	}
+	if !want {
+		return nil
+	}
+	return setNoCowFd(int(f.Fd()), f.Name())
+}
+
+func fdNoCow(fd int) (bool, error) {
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		return false, err
+	}
+	return flags&fsNoCowFL != 0, nil
 }
 
 // hasNoCow reports whether dir carries FS_NOCOW_FL.
@@ -84,9 +132,5 @@ func hasNoCow(dir string) (bool, error) {
 		return false, err
 	}
 	defer unix.Close(fd)
-	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		return false, err
-	}
-	return flags&fsNoCowFL != 0, nil
+	return fdNoCow(fd)
 }

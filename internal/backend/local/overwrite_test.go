@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -51,51 +54,154 @@ func TestNativeOverwritesFitTheLimit(t *testing.T) {
 	clean()
 }
 
+// TestImageHoldsItsSizeOnBtrfs: an image volume on a btrfs pool takes no
+// more of the pool than its size, however its data is overwritten. A
+// copy-on-write image would keep the old extents beside the new blocks
+// (about 300 MiB of pool for this 256 MiB volume), while capacity promises
+// it only its size. Its snapshot is still a reflink.
+func TestImageHoldsItsSizeOnBtrfs(t *testing.T) {
+	r, clean := newNativeRig(t)
+	ctx := context.Background()
+	const size, file = 256 * MiB, 200 * MiB
+	before := poolDataUsed(t, r.b.Dir())
+	v := r.create("img", size, "ext4", false)
+	r.must(r.stage(v, false))
+	r.must(r.publish(v, false, false))
+	if on, err := hasNoCow(r.b.pool.image(v.ID)); err != nil || !on {
+		t.Errorf("image on btrfs: nodatacow = %v, %v; want true", on, err)
+	}
+	f, err := layOut(filepath.Join(r.target(v.ID), "data"), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		if err := randomWrites(f, file, round); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	used := poolDataUsed(t, r.b.Dir()) - before
+	t.Logf("the image holds %d MiB of the pool", used/MiB)
+	if used > size {
+		t.Errorf("the image holds %d MiB of the pool, more than its %d MiB", used/MiB, size/MiB)
+	}
+	// Its snapshot and a restore of that are reflinks still: they share
+	// the image's blocks and barely take any of the pool.
+	before = poolDataUsed(t, r.b.Dir())
+	snap, err := r.b.CreateSnapshot(ctx, "img-snap", v.ID)
+	r.must(err)
+	restored := r.restore("img-restored", snap.ID, 0, false)
+	if used := poolDataUsed(t, r.b.Dir()) - before; used > 16*MiB {
+		t.Errorf("a snapshot and a restore of 200 MiB took %d MiB of the pool: not reflinks", used/MiB)
+	}
+	for what, path := range map[string]string{"snapshot": filepath.Join(r.b.pool.snapshotDir(snap.ID), imageFile), "restore": r.b.pool.image(restored.ID)} {
+		if on, err := hasNoCow(path); err != nil || !on {
+			t.Errorf("its %s: nodatacow = %v, %v; want true", what, on, err)
+		}
+	}
+	if got, err := r.b.GetVolume(ctx, v.ID, nil); err != nil || !got.Shared {
+		t.Errorf("the source is not marked as sharing blocks (%v), so capacity would undercount it", err)
+	}
+	r.must(r.b.DeleteVolume(ctx, restored.ID, nil))
+	r.must(r.b.DeleteSnapshot(ctx, snap.ID))
+	r.down(v)
+	clean()
+}
+
+// poolDataUsed is what btrfs has allocated to data in the pool, after a
+// sync.
+func poolDataUsed(t *testing.T, pool string) int64 {
+	t.Helper()
+	unix.Sync()
+	out, err := exec.Command("btrfs", "filesystem", "df", "-b", pool).Output()
+	if err != nil {
+		t.Fatalf("btrfs filesystem df: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		if strings.HasPrefix(line, "Data,") {
+			_, used, _ := strings.Cut(line, "used=")
+			n, err := strconv.ParseInt(strings.TrimSpace(used), 10, 64)
+			if err != nil {
+				t.Fatalf("btrfs filesystem df: %q", line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("btrfs filesystem df: no data line in %q", out)
+	return 0
+}
+
 // overwrites preallocates a file of n bytes (as databases and logs do),
 // writes it, then rewrites it rounds times: 4 KiB blocks at random places
 // (half the file's worth) and then the whole file in 1 MiB writes. All
 // direct I/O, so nothing waits in the page cache; fsync after each pass.
 func overwrites(path string, n int64, rounds int) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_DIRECT, 0o600)
+	f, err := layOut(path, n)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
-		return err
-	}
-	// An anonymous mapping is page aligned, as O_DIRECT wants.
-	buf, err := unix.Mmap(-1, 0, int(MiB), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
-	if err != nil {
-		return err
-	}
-	defer unix.Munmap(buf)
-	sequential := func(pass string) error {
-		for off := int64(0); off < n; off += MiB {
-			buf[0] = byte(off >> 20)
-			if _, err := f.WriteAt(buf, off); err != nil {
-				return fmt.Errorf("%s at %d MiB: %w", pass, off/MiB, err)
-			}
-		}
-		return f.Sync()
-	}
-	if err := sequential("first write"); err != nil {
-		return err
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range rounds {
-		for i := range n / 2 / 4096 {
-			off := rng.Int64N(n/4096) * 4096
-			if _, err := f.WriteAt(buf[:4096], off); err != nil {
-				return fmt.Errorf("round %d: random write %d at %d: %w", round, i, off, err)
-			}
-		}
-		if err := f.Sync(); err != nil {
+		if err := randomWrites(f, n, round); err != nil {
 			return err
 		}
-		if err := sequential(fmt.Sprintf("round %d: rewrite", round)); err != nil {
+		if err := sequential(f, n, fmt.Sprintf("round %d: rewrite", round)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// layOut preallocates and writes a file of n bytes, opened for direct I/O.
+func layOut(path string, n int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_DIRECT, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := sequential(f, n, "first write"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// directBuf is a page-aligned buffer, as O_DIRECT wants: an anonymous
+// mapping, never freed (tests only).
+func directBuf(n int) []byte {
+	buf, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		panic(err)
+	}
+	return buf
+}
+
+func sequential(f *os.File, n int64, pass string) error {
+	buf := directBuf(int(MiB))
+	defer unix.Munmap(buf)
+	for off := int64(0); off < n; off += MiB {
+		buf[0] = byte(off >> 20)
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return fmt.Errorf("%s at %d MiB: %w", pass, off/MiB, err)
+		}
+	}
+	return f.Sync()
+}
+
+// randomWrites writes half the file's worth of 4 KiB blocks at random
+// places, then fsyncs.
+func randomWrites(f *os.File, n int64, round int) error {
+	buf := directBuf(4096)
+	defer unix.Munmap(buf)
+	rng := rand.New(rand.NewPCG(1, uint64(round)))
+	for i := range n / 2 / 4096 {
+		off := rng.Int64N(n/4096) * 4096
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return fmt.Errorf("round %d: random write %d at %d: %w", round, i, off, err)
+		}
+	}
+	return f.Sync()
 }
