@@ -86,13 +86,25 @@ func TestImageHoldsItsSizeOnBtrfs(t *testing.T) {
 		t.Errorf("the image holds %d MiB of the pool, more than its %d MiB", used/MiB, size/MiB)
 	}
 	// Its snapshot and a restore of that are reflinks still: they share
-	// the image's blocks and barely take any of the pool.
+	// the image's blocks and barely take any of the pool. And an overwrite
+	// in place after the snapshot does not reach it (btrfs copies a shared
+	// block once, nodatacow or not).
+	marker := filepath.Join(r.target(v.ID), "marker")
+	r.must(os.WriteFile(marker, []byte("before the snapshot"), 0o600))
+	unix.Sync()
 	before = poolDataUsed(t, r.b.Dir())
 	snap, err := r.b.CreateSnapshot(ctx, "img-snap", v.ID)
 	r.must(err)
 	restored := r.restore("img-restored", snap.ID, 0, false)
 	if used := poolDataUsed(t, r.b.Dir()) - before; used > 16*MiB {
 		t.Errorf("a snapshot and a restore of 200 MiB took %d MiB of the pool: not reflinks", used/MiB)
+	}
+	r.must(os.WriteFile(marker, []byte("after the snapshot!"), 0o600))
+	unix.Sync()
+	r.must(r.stage(restored, false))
+	r.must(r.publish(restored, false, false))
+	if got := r.read(restored, "marker"); got != "before the snapshot" {
+		t.Errorf("the restore of the snapshot has %q", got)
 	}
 	for what, path := range map[string]string{"snapshot": filepath.Join(r.b.pool.snapshotDir(snap.ID), imageFile), "restore": r.b.pool.image(restored.ID)} {
 		if on, err := hasNoCow(path); err != nil || !on {
@@ -102,7 +114,7 @@ func TestImageHoldsItsSizeOnBtrfs(t *testing.T) {
 	if got, err := r.b.GetVolume(ctx, v.ID, nil); err != nil || !got.Shared {
 		t.Errorf("the source is not marked as sharing blocks (%v), so capacity would undercount it", err)
 	}
-	r.must(r.b.DeleteVolume(ctx, restored.ID, nil))
+	r.down(restored)
 	r.must(r.b.DeleteSnapshot(ctx, snap.ID))
 	r.down(v)
 	clean()
