@@ -106,9 +106,15 @@ func (b *Backend) capacity() (int64, error) {
 
 // promised sums what the images may still grow by: their sizes less what
 // they already occupy on disk. An image that shares blocks (reflink) may
-// need all of its size again when those blocks are overwritten.
+// need all of its size again when those blocks are overwritten; so may a
+// copy-on-write image on btrfs (one made before images there were
+// nodatacow: see imageNoCow), whose overwrites keep old extents.
 func (b *Backend) promised() (int64, error) {
 	vols, err := b.meta.volumes(b.pool)
+	if err != nil {
+		return 0, err
+	}
+	btrfs, err := isBtrfs(b.pool.dir)
 	if err != nil {
 		return 0, err
 	}
@@ -129,7 +135,7 @@ func (b *Backend) promised() (int64, error) {
 			return 0, fmt.Errorf("stat %s: %w", b.pool.image(v.ID), err)
 		}
 		size := max(v.Size, st.Size)
-		if v.Shared {
+		if v.Shared || (btrfs && copiesOnWrite(b.pool.image(v.ID))) {
 			total += size
 		} else {
 			total += max(size-st.Blocks*512, 0)

@@ -117,6 +117,19 @@ func imageNoCow(f, like *os.File) error {
 	return setNoCowFd(int(f.Fd()), f.Name())
 }
 
+// copiesOnWrite reports whether the image at path lacks FS_NOCOW_FL, or
+// cannot be asked (then it is counted as if it did). One open and one
+// ioctl per image and capacity check (about 6 µs), on btrfs pools only.
+func copiesOnWrite(path string) bool {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(fd)
+	on, err := fdNoCow(fd)
+	return err != nil || !on
+}
+
 func fdNoCow(fd int) (bool, error) {
 	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
 	if err != nil {

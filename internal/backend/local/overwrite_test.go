@@ -217,3 +217,41 @@ func randomWrites(f *os.File, n int64, round int) error {
 	}
 	return f.Sync()
 }
+
+// TestCopyOnWriteImageCountsWhole: a copy-on-write image on a btrfs pool
+// (as made before images there were nodatacow) is promised its whole size,
+// not its size less what it holds, since its overwrites keep old extents.
+func TestCopyOnWriteImageCountsWhole(t *testing.T) {
+	r, clean := newNativeRig(t)
+	ctx := context.Background()
+	v := r.create("old", 256*MiB, "ext4", false)
+	r.must(r.stage(v, false))
+	r.must(r.publish(v, false, false))
+	if _, err := fill(filepath.Join(r.target(v.ID), "data"), 100*MiB); err != nil {
+		t.Fatal(err)
+	}
+	r.must(r.b.Unpublish(ctx, v.ID, r.target(v.ID)))
+	r.must(r.b.Unstage(ctx, v.ID, r.staging(v.ID)))
+	inPlace, err := r.b.promised()
+	r.must(err)
+
+	// The same image, copy-on-write: a copy made in the volume's
+	// directory, which has no FS_NOCOW_FL to inherit.
+	image := r.b.pool.image(v.ID)
+	old := image + ".cow"
+	if out, err := exec.Command("cp", "--sparse=always", "--reflink=never", image, old).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	r.must(os.Rename(old, image))
+	if on, err := hasNoCow(image); err != nil || on {
+		t.Fatalf("the copy: nodatacow = %v, %v; want false", on, err)
+	}
+	cow, err := r.b.promised()
+	r.must(err)
+	if cow-inPlace < 100*MiB {
+		t.Errorf("promised %d MiB for the copy-on-write image, %d MiB in place: want its whole size, at least the 100 MiB it holds more",
+			cow/MiB, inPlace/MiB)
+	}
+	r.must(r.b.DeleteVolume(ctx, v.ID, nil))
+	clean()
+}
