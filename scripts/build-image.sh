@@ -14,8 +14,9 @@
 #
 # Reproducible: SOURCE_DATE_EPOCH (default: the commit's time) fixes every
 # timestamp, so two builds of one commit from the same Debian mirror state
-# give the same image digest (test/image checks). Downloaded .debs are kept
-# in VOLPLUG_DEB_CACHE, so a rebuild only fetches the package lists.
+# give the same image digest (test/image checks). The .debs of the last
+# build are kept in VOLPLUG_DEB_CACHE, so a rebuild only fetches the
+# package lists (and what Debian updated since).
 #
 # Usage: scripts/build-image.sh OUT.tar   (as root; IMAGE names the tag)
 set -euo pipefail
@@ -100,6 +101,26 @@ TMPDIR=$build_tmp mmdebstrap --quiet --mode=root --variant="$variant" --include=
   "deb $security $suite-security main"
 rm -f "$cache/lock"
 rm -rf "$cache/partial"
+
+# Prune the cache to the .debs this build installed (apt names them
+# NAME_VERSION_ARCH.deb, an epoch's ':' written %3a): the others are old
+# versions earlier builds kept, and without this the cache grows with every
+# Debian update. A build of another variant downloads its own again.
+declare -A keep=()
+while read -r name ver; do
+  keep["${name}_${ver//:/%3a}"]=1
+done < <(tar -xOf "$work/rootfs.tar" --wildcards '*usr/share/volplug/packages')
+[ ${#keep[@]} -gt 0 ] || { echo "build-image: no package list in the rootfs" >&2; exit 1; }
+pruned=0
+for deb in "$cache"/*.deb; do
+  [ -e "$deb" ] || continue
+  base=${deb##*/}
+  if [ -z "${keep[${base%_*}]:-}" ]; then
+    rm -f "$deb"
+    pruned=$((pruned + 1))
+  fi
+done
+[ "$pruned" -eq 0 ] || echo "build-image: removed $pruned old .debs from $cache"
 
 echo "build-image: volplug $version"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/volplug" ./cmd/volplug

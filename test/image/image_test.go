@@ -12,6 +12,7 @@ package image
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -162,6 +163,14 @@ func TestReproducible(t *testing.T) {
 	archive := archivePath(t)
 	testutil.RequireRoot(t)
 	again := filepath.Join(t.TempDir(), "again.tar")
+	// A .deb no package of the image is (an old version, as a Debian update
+	// leaves behind) is pruned from the cache, and does not reach the
+	// image: the digests below stay equal.
+	cache := cmp.Or(os.Getenv("VOLPLUG_DEB_CACHE"), "/var/cache/volplug/debs")
+	stale := filepath.Join(cache, "volplug-stale-test_0.0_all.deb")
+	if err := os.WriteFile(stale, []byte("not a package"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	cmd := exec.Command("./scripts/build-image.sh", again)
 	cmd.Dir = testutil.ModuleRoot(t)
@@ -169,6 +178,13 @@ func TestReproducible(t *testing.T) {
 		t.Fatalf("second build: %v\n%s", err, out)
 	}
 	t.Logf("second build (warm package cache): %s", time.Since(start).Round(time.Second))
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the build left %s in its package cache (%v)", stale, err)
+		os.Remove(stale)
+	}
+	if debs, _ := filepath.Glob(filepath.Join(cache, "*.deb")); len(debs) < 50 {
+		t.Errorf("the package cache keeps %d .debs after the build: it pruned what the build used", len(debs))
+	}
 	a, b := fileSum(t, archive), fileSum(t, again)
 	if a != b {
 		t.Errorf("two builds differ: %s has sha256 %s, the rebuild %s", archive, a, b)
