@@ -18,11 +18,12 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/volplug
 
-# System packages, then the test S3 server (versitygw, built once into
-# bin/tools/).
+# System packages, then the test S3 server (versitygw) and helm, each built
+# once into bin/tools/.
 deps:
 	@./scripts/install-deps.sh
 	@./scripts/install-versitygw.sh
+	@./scripts/install-helm.sh
 
 demo: deps build
 	./$(BIN) demo

@@ -476,8 +476,11 @@ func templateContainerBlock(tpl, name string) []string {
 
 // TestSocketWiring: every container reaches the driver at the socket the
 // driver listens on, through the same host directory.
-func TestSocketWiring(t *testing.T) {
-	for _, d := range loadDocs(t, manifestDir) {
+func TestSocketWiring(t *testing.T) { checkSocketWiring(t, loadDocs(t, manifestDir)) }
+
+func checkSocketWiring(t *testing.T, docs []doc) {
+	t.Helper()
+	for _, d := range docs {
 		spec := podSpec(d)
 		if d.kind() != "DaemonSet" && !isPatch(d.file) {
 			continue
@@ -516,8 +519,11 @@ func TestSocketWiring(t *testing.T) {
 }
 
 // TestNodePluginMounts: what the brief of the node plugin requires.
-func TestNodePluginMounts(t *testing.T) {
-	for _, d := range loadDocs(t, manifestDir) {
+func TestNodePluginMounts(t *testing.T) { checkNodePluginMounts(t, loadDocs(t, manifestDir)) }
+
+func checkNodePluginMounts(t *testing.T, docs []doc) {
+	t.Helper()
+	for _, d := range docs {
 		if d.kind() != "DaemonSet" {
 			continue
 		}

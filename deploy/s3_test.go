@@ -25,6 +25,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/volplug/volplug/internal/testutil"
 )
 
 const (
@@ -60,15 +62,12 @@ func TestS3Manifests(t *testing.T) {
 	}
 }
 
-// TestS3ChartRendered renders the chart's s3 templates with helm, when
-// helm is installed, and runs the same checks on the result as on the
-// manifests. Without helm, TestS3ChartMatchesManifests compares the
-// templates' text with the manifests instead.
+// TestS3ChartRendered renders the chart's s3 templates with helm (`make
+// deps` builds it into bin/tools) and runs the same checks on the result as
+// on the manifests. TestS3ChartMatchesManifests also compares the
+// templates' text with the manifests, for a machine without helm.
 func TestS3ChartRendered(t *testing.T) {
-	helm, err := exec.LookPath("helm")
-	if err != nil {
-		t.Skip("helm is not installed: the s3 templates are only checked as text (TestS3ChartMatchesManifests)")
-	}
+	helm := testutil.HelmPath(t)
 	cases := []struct {
 		name        string
 		set         []string
@@ -109,13 +108,27 @@ func TestS3ChartRendered(t *testing.T) {
 	}
 }
 
-// helmTemplate renders the chart with --set values and parses the result.
+// helmTemplate renders the chart with --set values and returns the s3
+// driver's objects (TestChartRendered checks the local driver's).
 func helmTemplate(t *testing.T, helm string, set []string) []doc {
 	t.Helper()
-	args := []string{"template", "volplug", chartDir, "--namespace", "volplug"}
+	return slices.DeleteFunc(helmRender(t, helm, set), func(d doc) bool { return !isS3Object(d) })
+}
+
+// helmRender renders the chart with --set values and parses the result.
+func helmRender(t *testing.T, helm string, set []string) []doc {
+	t.Helper()
+	var flags []string
 	for _, s := range set {
-		args = append(args, "--set", s)
+		flags = append(flags, "--set", s)
 	}
+	return helmRun(t, helm, flags)
+}
+
+// helmRun renders the chart with these flags of helm template.
+func helmRun(t *testing.T, helm string, flags []string) []doc {
+	t.Helper()
+	args := append([]string{"template", "volplug", chartDir, "--namespace", "volplug"}, flags...)
 	var stderr bytes.Buffer
 	cmd := exec.Command(helm, args...)
 	cmd.Stderr = &stderr
@@ -137,15 +150,15 @@ func helmTemplate(t *testing.T, helm string, set []string) []doc {
 		if obj == nil {
 			continue
 		}
-		d := doc{file: "helm template " + strings.Join(set, ","), idx: i, obj: obj}
-		// Only the s3 driver's objects: the local driver's are checked
-		// by the other tests.
-		if strings.HasPrefix(str(obj, "metadata", "labels", "app.kubernetes.io/name"), "volplug-") ||
-			strings.Contains(d.name(), "s3") || str(obj, "provisioner") == s3Driver {
-			docs = append(docs, d)
-		}
+		docs = append(docs, doc{file: "helm template " + strings.Join(flags, " "), idx: i, obj: obj})
 	}
 	return docs
+}
+
+// isS3Object says whether a rendered object belongs to the s3 driver.
+func isS3Object(d doc) bool {
+	return strings.HasPrefix(str(d.obj, "metadata", "labels", "app.kubernetes.io/name"), "volplug-") ||
+		strings.Contains(d.name(), "s3") || str(d.obj, "provisioner") == s3Driver
 }
 
 // --- finding things in a set of objects ---

@@ -27,26 +27,38 @@ type S3Server struct {
 	srv *s3server.Server
 }
 
-// VersitygwPath finds the versitygw binary: $VOLPLUG_VERSITYGW, then
-// bin/tools/versitygw in the repository (where `make deps` builds it), then
-// $PATH. A missing binary skips the test, except under CI (CI=true), where
-// it fails: CI runs `make test`, which installs it.
+// VersitygwPath finds the versitygw binary (ToolPath).
 func VersitygwPath(tb testing.TB) string {
 	tb.Helper()
-	if p := os.Getenv("VOLPLUG_VERSITYGW"); p != "" {
+	return ToolPath(tb, "versitygw", "VOLPLUG_VERSITYGW", "scripts/install-versitygw.sh")
+}
+
+// HelmPath finds the helm binary (ToolPath).
+func HelmPath(tb testing.TB) string {
+	tb.Helper()
+	return ToolPath(tb, "helm", "VOLPLUG_HELM", "scripts/install-helm.sh")
+}
+
+// ToolPath finds a tool the tests run: $env, then bin/tools/name in the
+// repository (where `make deps` builds it with script), then $PATH. A
+// missing tool skips the test, except under CI (CI=true), where it fails:
+// CI runs `make test`, which installs it.
+func ToolPath(tb testing.TB, name, env, script string) string {
+	tb.Helper()
+	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	p := filepath.Join(ModuleRoot(tb), "bin", "tools", "versitygw")
+	p := filepath.Join(ModuleRoot(tb), "bin", "tools", name)
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	if os.Getenv("CI") == "true" {
-		tb.Fatal("versitygw not found (CI=true, so it may not be skipped); run scripts/install-versitygw.sh")
+		tb.Fatalf("%s not found (CI=true, so it may not be skipped); run %s", name, script)
 	}
-	tb.Skip("versitygw not found; run scripts/install-versitygw.sh (make deps)")
+	tb.Skipf("%s not found; run %s (make deps)", name, script)
 	return ""
 }
 
