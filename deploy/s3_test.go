@@ -98,7 +98,7 @@ func TestS3ChartRendered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helm template with local.enabled=false: %v", err)
 	}
-	if bytes.Contains(out, []byte("local.csi.volplug.io")) {
+	if bytes.Contains(out, []byte(localDriver)) {
 		t.Errorf("local.enabled=false still renders the local driver:\n%s", out)
 	}
 	// No StorageClass without a Secret for it.

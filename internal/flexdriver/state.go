@@ -77,18 +77,8 @@ func (s *state) flock(key string, how int) (func(), error) {
 	}
 	path := s.lockPath(key)
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+		f, err := openLocked(path, how)
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", key, err)
-		}
-		for {
-			err = unix.Flock(int(f.Fd()), how)
-			if !errors.Is(err, unix.EINTR) {
-				break
-			}
-		}
-		if err != nil {
-			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", key, err)
 		}
 		// The holder before may have removed the file (removeLock) after
@@ -104,6 +94,25 @@ func (s *state) flock(key string, how int) (func(), error) {
 		}
 		f.Close()
 	}
+}
+
+// openLocked opens (creating) the file at path and flocks it.
+func openLocked(path string, how int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func (s *state) lockPath(key string) string { return filepath.Join(s.dir, "locks", key+".lock") }
